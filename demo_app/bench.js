@@ -1,0 +1,140 @@
+// In-browser benchmark of the web bundle, driven from Python by `kdmobile bench` (kdmobile/harness/browser.py):
+//
+//   kdmobile bench build/export --task email --data heldout -o build/report
+//
+// The page loads onnxruntime-web's plain wasm build from /vendor/ort/ with `?threads=N` wasm threads
+// (numThreads is fixed when the wasm backend starts, so one page load per thread count), then exposes
+// `window.kdmobileBench.run(params)`. For one model file it tokenizes every given text with the JS port
+// of the tokenizer (tokenizer.js), runs the model on each (the accuracy pass) and times `session.run` at
+// batch 1 with performance.now() over many runs. It returns the ids and logits so Python can check them
+// against its own tokenizer and onnxruntime, and the per-run latencies for the report.
+
+import { encode, prepareConfig } from "./tokenizer.js";
+
+const ORT_URL = "./vendor/ort/ort.wasm.min.mjs";
+const MODELS = "models/";
+const params = new URLSearchParams(location.search);
+const status = document.getElementById("status");
+
+const state = { ort: null, tokenizer: null, error: null };
+window.kdmobileBench = { ready: false, error: null, run, info };
+
+async function fetchJson(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.json();
+}
+
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status} (is the web bundle complete?)`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+function info() {
+  return {
+    crossOriginIsolated: globalThis.crossOriginIsolated === true,
+    numThreads: state.ort ? state.ort.env.wasm.numThreads : null,
+    hardwareConcurrency: navigator.hardwareConcurrency || 1,
+    ortVersion: state.ort && state.ort.env.versions ? state.ort.env.versions.web || null : null,
+    userAgent: navigator.userAgent,
+  };
+}
+
+async function start() {
+  const requested = Number.parseInt(params.get("threads") || "1", 10);
+  const ort = await import(ORT_URL);
+  // Without cross-origin isolation wasm threads are unavailable and ORT silently falls back to 1;
+  // Python compares the requested and the effective count and refuses a silent fallback.
+  ort.env.wasm.numThreads = requested > 0 ? requested : 1;
+  ort.env.wasm.wasmPaths = new URL("./vendor/ort/", location.href).href;
+  state.ort = ort;
+  const config = await fetchJson(`${MODELS}tokenizer.json`);
+  prepareConfig(config); // validates: a bad tokenizer.json fails here, not mid-run
+  state.tokenizer = config;
+}
+
+function argmaxRows(data, rows, cols) {
+  const out = new Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    for (let c = 1; c < cols; c++) if (data[r * cols + c] > data[r * cols + best]) best = c;
+    out[r] = best;
+  }
+  return out;
+}
+
+/**
+ * Benchmark one model file of the bundle.
+ * @param {object} p - {model: "model_fp32.onnx", texts: string[], latencyIndex: number, warmupRuns: number,
+ *   minRuns: number, minSeconds: number, maxSeconds: number, returnIds: boolean}
+ */
+async function run(p) {
+  const ort = state.ort;
+  const t0 = performance.now();
+  const bytes = await fetchBytes(`${MODELS}${p.model}`);
+  const t1 = performance.now();
+  const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  const t2 = performance.now();
+  const inputName = session.inputNames[0];
+  const outputName = session.outputNames[0];
+  const L = prepareConfig(state.tokenizer).maxLen;
+
+  // Tokenize every text in JS (timed as a whole), then the accuracy pass over all of them.
+  const t3 = performance.now();
+  const ids = p.texts.map((text) => encode(text, state.tokenizer));
+  const tokenizeMs = performance.now() - t3;
+  let logits = null;
+  let cols = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const feed = new ort.Tensor("int64", BigInt64Array.from(ids[i], (v) => BigInt(v)), [1, L]);
+    const out = (await session.run({ [inputName]: feed }))[outputName].data;
+    if (logits === null) {
+      cols = out.length;
+      logits = new Float32Array(ids.length * cols);
+    }
+    logits.set(out, i * cols);
+  }
+
+  // Latency at batch 1 on one fixed input: warm-up, then runs until both minRuns and minSeconds are met.
+  const feed = new ort.Tensor("int64", BigInt64Array.from(ids[p.latencyIndex || 0], (v) => BigInt(v)), [1, L]);
+  for (let i = 0; i < (p.warmupRuns || 20); i++) await session.run({ [inputName]: feed });
+  const samples = [];
+  const start = performance.now();
+  for (;;) {
+    const elapsed = (performance.now() - start) / 1000;
+    if (samples.length >= p.minRuns && elapsed >= p.minSeconds) break;
+    if (p.maxSeconds && elapsed >= p.maxSeconds && samples.length >= 3) break;
+    const a = performance.now();
+    await session.run({ [inputName]: feed });
+    samples.push(performance.now() - a);
+  }
+  await session.release();
+  return {
+    ...info(),
+    model: p.model,
+    inputName,
+    outputName,
+    fetchMs: t1 - t0,
+    loadMs: t2 - t1,
+    tokenizeMs,
+    n: ids.length,
+    cols,
+    ids: p.returnIds ? ids.flat() : null,
+    logits: Array.from(logits || []),
+    top1: argmaxRows(logits || [], ids.length, cols),
+    samples,
+  };
+}
+
+start().then(
+  () => {
+    window.kdmobileBench.ready = true;
+    const i = info();
+    status.textContent = `ready: onnxruntime-web ${i.ortVersion}, ${i.numThreads} thread(s), crossOriginIsolated=${i.crossOriginIsolated}`;
+  },
+  (e) => {
+    window.kdmobileBench.error = String(e && e.stack ? e.stack : e);
+    status.textContent = `error: ${window.kdmobileBench.error}`;
+  },
+);

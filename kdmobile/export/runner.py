@@ -1,0 +1,448 @@
+"""Export one checkpoint to every requested target and precision, validate each artifact, write a summary.
+
+    kdmobile export build/email/student.safetensors --all --bundle -o build/export
+
+Per artifact: export → lower → serialize (into a temporary path) → load → run → compare with the eager
+model; only an artifact that passed is renamed into place, so a failure at any stage leaves no file
+behind. One target failing never stops the others; its result names the stage and the reason. A runtime
+that cannot run here (Core ML off macOS) is not a failure: the artifact is kept as
+``conversion_validated`` with the reason. See ``kdmobile/export/__init__.py`` for the output contract.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdmobile.errors import UsageError
+from kdmobile.export.base import (
+    STAGE_STATUS,
+    ExportError,
+    ModelSpec,
+    Runtime,
+    RuntimeUnavailable,
+    Stage,
+    Status,
+    Target,
+    clean_message,
+    precision_family,
+)
+from kdmobile.io import atomic_path, sha256_file, write_json
+
+SCHEMA_VERSION = 1
+BASE_PACKAGES = ("torch", "numpy", "kdmobile")
+
+
+def artifact_metadata_path(artifact: str | Path) -> Path:
+    """The sidecar JSON of an artifact: ``model_int8.tflite`` → ``model_int8.tflite.json``."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """Read ``summary.json`` (a directory is taken to contain it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "summary.json"
+    if not path.is_file():
+        raise UsageError(f"export summary not found: {path} (run `kdmobile export ... -o DIR` first)")
+    data = json.loads(path.read_text())
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise UsageError(
+            f"{path}: schema_version {data.get('schema_version')} != {SCHEMA_VERSION}; re-run kdmobile export"
+        )
+    return data
+
+
+def load_artifact(path: str | Path, threads: int = 1) -> Runtime:
+    """Load an exported artifact in its runtime, using its sidecar to find the target."""
+    from kdmobile.export.discovery import get_target
+
+    path = Path(path)
+    meta_file = artifact_metadata_path(path)
+    if not meta_file.is_file():
+        raise UsageError(f"no metadata sidecar {meta_file} beside {path}: was it written by kdmobile export?")
+    meta = json.loads(meta_file.read_text())
+    return get_target(meta["target"]).load(path, threads=threads)
+
+
+def tool_versions(packages: Sequence[str]) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in packages:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+@dataclass
+class Result:
+    """One artifact's outcome; ``to_dict`` is the summary row (see the package docstring)."""
+
+    target: str
+    precision: str
+    status: Status
+    path: Path | None = None
+    metadata: Path | None = None
+    stage: Stage | None = None
+    reason: str | None = None
+    op: str | None = None
+    flavour: str | None = None
+    error_stats: dict[str, Any] | None = None
+    error_stats_by_split: dict[str, Any] | None = None
+    tolerance: dict[str, Any] | None = None
+    size_bytes: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in (Status.OK, Status.VALIDATED_CONVERSION, Status.UNAVAILABLE)
+
+    def to_dict(self, root: Path) -> dict[str, Any]:
+        def rel(p: Path | None) -> str | None:
+            return None if p is None else os.path.relpath(p, root)
+
+        return {
+            "target": self.target,
+            "precision": self.precision,
+            "flavour": self.flavour,
+            "path": rel(self.path),
+            "metadata": rel(self.metadata),
+            "status": self.status.value,
+            "stage": self.stage.value if self.stage else None,
+            "reason": self.reason,
+            "op": self.op,
+            "error_stats": self.error_stats,
+            "error_stats_by_split": self.error_stats_by_split,
+            "tolerance": self.tolerance,
+            "size_bytes": self.size_bytes,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "flags": self.flags,
+            "details": self.details,
+        }
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def export_one(
+    target: Target,
+    model: Any,
+    spec: ModelSpec,
+    eager: dict[str, Any],
+    precision: str,
+    out_dir: Path,
+    *,
+    source: dict[str, Any],
+    threads: int = 1,
+) -> Result:
+    """Export, validate and (only on success) write one artifact and its sidecar. Never raises ExportError."""
+    from kdmobile.export.validate import validate
+
+    res = Result(target.name, precision, Status.OK)
+    tol = target.tolerance(precision)
+    res.tolerance = {
+        "atol": tol.atol,
+        "rtol": tol.rtol,
+        "min_sqnr_db": tol.min_sqnr_db,
+        "min_top1_agreement": tol.min_top1_agreement,
+    }
+    dest = out_dir / target.name / target.artifact_name(precision)
+    unavailable: str | None = None
+    t0 = time.perf_counter()
+    try:
+        with atomic_path(dest, is_dir=target.is_dir_artifact) as tmp:
+            if target.is_dir_artifact:
+                tmp.rmdir()  # the exporter creates the package directory itself
+            try:
+                details = target.export(copy.deepcopy(model).eval(), spec, tmp, precision)
+            except ExportError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a bug in an exporter is still a staged failure
+                raise ExportError(Stage.EXPORT, target.name, clean_message(e)) from e
+            res.seconds["export"] = time.perf_counter() - t0
+            res.flavour = details.pop("flavour", precision)
+            res.details.update(details)
+            t1 = time.perf_counter()
+            try:
+                with target.stage(Stage.LOAD):
+                    runtime = target.load(tmp, threads=threads)
+            except RuntimeUnavailable as e:
+                unavailable = e.reason
+            else:
+                with target.stage(Stage.RUN):
+                    stats, by_split, _ = validate(runtime, spec, eager, tol, target.name)
+                del runtime
+                res.error_stats = stats.to_dict()
+                res.error_stats_by_split = {k: v.to_dict() for k, v in by_split.items()}
+                res.details.update(target.extra_validation(tmp, spec, eager, precision))
+            res.seconds["validate"] = time.perf_counter() - t1
+            inputs, outputs = target.inspect(tmp)
+            res.size_bytes = _size(tmp)
+            digest = sha256_file(tmp)
+    except ExportError as e:
+        res.status = STAGE_STATUS[e.stage]
+        res.stage, res.reason, res.op = e.stage, str(e), e.op
+        res.seconds.setdefault("export", time.perf_counter() - t0)
+        return res
+    if unavailable is not None:
+        res.status, res.reason = Status.VALIDATED_CONVERSION, unavailable
+    res.path = dest
+    for op, count in sorted((res.details.get("portable_ops") or {}).items()):
+        if op == "getitem":  # tuple unpacking of a delegate's outputs, not an operator
+            continue
+        res.flags.append(f"op {op} (x{count}) is not delegated: it runs on the portable CPU kernels")
+    res.metadata = artifact_metadata_path(dest)
+    write_json(
+        res.metadata,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "target": target.name,
+            "runtime": target.runtime,
+            "precision": precision,
+            "flavour": res.flavour,
+            "artifact": dest.name,
+            "size_bytes": res.size_bytes,
+            "sha256": digest,
+            "inputs": [s.to_dict() for s in inputs],
+            "outputs": [s.to_dict() for s in outputs],
+            "model_inputs": [s.to_dict() for s in spec.inputs],
+            "model_outputs": [s.to_dict() for s in spec.outputs],
+            **source,
+            "tool_versions": tool_versions((*BASE_PACKAGES, *target.packages)),
+            "status": res.status.value,
+            "reason": res.reason,
+            "tolerance": res.tolerance,
+            "error_stats": res.error_stats,
+            "error_stats_by_split": res.error_stats_by_split,
+            "flags": res.flags,
+            "details": res.details,
+            "created": _now(),
+        },
+    )
+    return res
+
+
+def resolve_selection(
+    names: Sequence[str] | None, precisions: Sequence[str] | None, all_targets: bool
+) -> list[tuple[Target, list[str], list[str]]]:
+    """[(target, precisions to export, requested precisions it does not offer)]; bad names → UsageError."""
+    from kdmobile.export.base import PRECISIONS
+    from kdmobile.export.discovery import discover
+
+    registry = discover()
+    if all_targets or not names:
+        if not all_targets:
+            raise UsageError(
+                "name at least one --target (choices: " + ", ".join(registry.names()) + ") or pass --all"
+            )
+        names = registry.names()
+    chosen = []
+    for n in dict.fromkeys(names):
+        if n not in registry:
+            raise UsageError(f"unknown target {n!r}; valid: {', '.join(registry.names())}")
+        chosen.append(registry.get(n)())
+    for p in precisions or ():
+        if p not in PRECISIONS:
+            raise UsageError(f"unknown precision {p!r}; valid: {', '.join(PRECISIONS)}")
+    plan = []
+    for t in chosen:
+        if precisions:
+            wanted = [p for p in dict.fromkeys(precisions) if p in t.precisions]
+            # --precision int8 also brings a target's other int8 flavours only when asked by name
+            missing = [p for p in dict.fromkeys(precisions) if p not in t.precisions]
+        else:
+            wanted, missing = list(t.default_precisions or t.precisions), []
+        plan.append((t, wanted, missing))
+    if precisions and not any(w for _, w, _ in plan):
+        raise UsageError(f"no selected target offers precision {', '.join(precisions)}")
+    return plan
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    targets: Sequence[str] | None = None,
+    all_targets: bool = False,
+    precisions: Sequence[str] | None = None,
+    bundle: bool = False,
+    ort_format: bool = False,
+    n_heldout: int = 512,
+    n_random: int = 64,
+    n_calibration: int = 128,
+    seed: int = 0,
+    threads: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Export ``checkpoint`` to the selected targets and precisions; write and return ``summary.json``."""
+    import torch
+
+    from kdmobile.checkpoint import load_checkpoint
+    from kdmobile.export.specs import model_spec_for
+    from kdmobile.export.validate import eager_outputs
+
+    log = log or (lambda _msg: None)
+    out_dir = Path(out_dir)
+    plan = resolve_selection(targets, precisions, all_targets)
+    checkpoint = Path(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
+    torch.manual_seed(seed)
+    spec = model_spec_for(
+        model, meta, n_heldout=n_heldout, n_random=n_random, n_calibration=n_calibration, seed=seed
+    )
+    eager = eager_outputs(model, spec)
+    source = {
+        "source_checkpoint": str(checkpoint),
+        "checkpoint_sha256": meta.get("sha256") or sha256_file(checkpoint),
+        "architecture": meta.get("architecture"),
+        "task": spec.task,
+    }
+    results: list[Result] = []
+    t_all = time.perf_counter()
+    for target, wanted, missing in plan:
+        ok, reason = target.availability()
+        for p in wanted:
+            if not ok:
+                results.append(Result(target.name, p, Status.UNAVAILABLE, reason=reason))
+                log(f"{target.name:<10} {p:<9} unavailable: {reason}")
+                continue
+            log(f"{target.name:<10} {p:<9} exporting ...")
+            res = export_one(target, model, spec, eager, p, out_dir, source=source, threads=threads)
+            results.append(res)
+            log(_line(res))
+        for p in missing:
+            log(f"{target.name:<10} {p:<9} skipped: {target.name} offers {', '.join(target.precisions)}")
+        if ort_format and ok and target.name == "onnx-web":
+            _write_ort(target, results, out_dir, log)
+    bundles: dict[str, str] = {}
+    if bundle:
+        from kdmobile.export.bundle import write_bundles
+
+        bundles = write_bundles(out_dir, [t for t, _, _ in plan], results, spec, meta, checkpoint, log=log)
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        **{k: source[k] for k in ("architecture", "task", "checkpoint_sha256")},
+        "checkpoint": str(checkpoint),
+        "created": _now(),
+        "tool_versions": tool_versions(
+            (*BASE_PACKAGES, *sorted({p for t, _, _ in plan for p in t.packages}))
+        ),
+        "validation": {
+            "splits": {k: int(len(v[0])) for k, v in spec.validation.items()},
+            "real_split": spec.real_split,
+            "calibration_samples": int(len(spec.calibration[0])),
+            "input_specs": [s.to_dict() for s in spec.inputs],
+            "output_specs": [s.to_dict() for s in spec.outputs],
+            "seed": seed,
+        },
+        "results": [r.to_dict(out_dir) for r in results],
+        "bundles": bundles,
+        "seconds": round(time.perf_counter() - t_all, 2),
+        "ok": not any(r.failed for r in results),
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _write_ort(target: Any, results: list[Result], out_dir: Path, log: Callable[[str], None]) -> None:
+    for r in results:
+        if r.target == target.name and r.status == Status.OK and r.path is not None:
+            ort_path = r.path.with_suffix(".ort")
+            try:
+                with atomic_path(ort_path) as tmp:
+                    target.write_ort(r.path, tmp)
+                    run = target.load(tmp)
+                    del run
+                r.details["ort"] = {
+                    "path": os.path.relpath(ort_path, out_dir),
+                    "size_bytes": ort_path.stat().st_size,
+                }
+                log(f"{target.name:<10} {r.precision:<9} wrote {ort_path.name}")
+            except Exception as e:  # noqa: BLE001 - optional extra; reported, not fatal
+                r.details["ort"] = {"error": clean_message(e)}
+                log(f"{target.name:<10} {r.precision:<9} .ort failed: {clean_message(e)}")
+
+
+def _line(r: Result) -> str:
+    head = f"{r.target:<10} {r.precision:<9} {r.status.value:<20}"
+    if r.error_stats:
+        s = r.error_stats
+        head += f" top1 {s['top1_agreement']:.4f}  sqnr {s['sqnr_db']:.1f} dB  max|d| {s['max_abs']:.2e}"
+    if r.size_bytes is not None:
+        head += f"  {r.size_bytes / 1024:.0f} KiB"
+    if r.reason:
+        head += f"  ({r.reason})"
+    return head
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of a summary, for the CLI."""
+    rows = [
+        (
+            "target",
+            "precision",
+            "status",
+            "top1(heldout)",
+            "SQNR dB",
+            "max|d|",
+            "size KiB",
+            "flavour / reason",
+        )
+    ]
+    for r in summary["results"]:
+        st = r.get("error_stats") or {}
+        real = (r.get("error_stats_by_split") or {}).get(summary["validation"].get("real_split") or "", {})
+        rows.append(
+            (
+                r["target"],
+                r["precision"],
+                r["status"] + (f" @{r['stage']}" if r.get("stage") else ""),
+                f"{real.get('top1_agreement', st.get('top1_agreement', float('nan'))):.4f}" if st else "-",
+                f"{st['sqnr_db']:.1f}" if st else "-",
+                f"{st['max_abs']:.2e}" if st else "-",
+                f"{r['size_bytes'] / 1024:.0f}" if r.get("size_bytes") is not None else "-",
+                (r.get("reason") or r.get("flavour") or "")[:110],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows
+    ]
+    flags = [
+        f"  ! {r['target']} {r['precision']}: {f}" for r in summary["results"] for f in r.get("flags", [])
+    ]
+    return "\n".join(lines + (["flags:", *flags] if flags else []))
+
+
+__all__ = [
+    "Result",
+    "artifact_metadata_path",
+    "export_checkpoint",
+    "export_one",
+    "format_table",
+    "load_artifact",
+    "precision_family",
+    "read_summary",
+    "resolve_selection",
+    "tool_versions",
+]

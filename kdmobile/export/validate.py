@@ -1,0 +1,124 @@
+"""Numerical validation of an artifact against the eager model: ``ErrorStats`` and the tolerance check.
+
+    kdmobile export build/email/student.safetensors --target tflite -o build/export
+
+Every artifact runs at batch 1 on every validation sample (real held-out ones and seeded random ones) and
+its outputs are compared with the eager model's outputs on the same samples. The first output is taken as
+the class scores for top-1 agreement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kdmobile.export.base import SQNR_CAP_DB, ErrorStats, MismatchError, ModelSpec, Runtime, Stage, Tolerance
+
+
+def error_stats(reference: np.ndarray, output: np.ndarray) -> ErrorStats:
+    """Compare ``output`` with ``reference`` (both ``[N, ...]``, first axis = samples).
+
+    SQNR is ``10 log10(sum(ref^2) / sum((ref - out)^2))`` in dB, capped at 200 when the outputs are equal.
+    Top-1 agreement compares the argmax over the last axis per sample.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(output, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise ValueError(f"output shape {out.shape} differs from the reference shape {ref.shape}")
+    diff = np.abs(ref - out)
+    noise = float(np.sum(diff**2))
+    signal = float(np.sum(ref**2))
+    if not np.all(np.isfinite(out)):
+        sqnr = float("-inf")
+    elif noise == 0.0:
+        sqnr = SQNR_CAP_DB
+    elif signal == 0.0:
+        sqnr = float("-inf")
+    else:
+        sqnr = min(SQNR_CAP_DB, 10.0 * np.log10(signal / noise))
+    n = ref.shape[0]
+    flat_ref, flat_out = ref.reshape(n, -1), out.reshape(n, -1)
+    top1 = float(np.mean(flat_ref.argmax(axis=1) == flat_out.argmax(axis=1))) if n else 0.0
+    return ErrorStats(
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        sqnr_db=float(sqnr),
+        top1_agreement=top1,
+        n=int(n),
+    )
+
+
+def run_samples(runtime: Runtime, samples: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Run ``runtime`` once per sample (batch 1); stack the first output of each call."""
+    n = len(samples[0])
+    outs = []
+    for k in range(n):
+        res = runtime(*(x[k : k + 1] for x in samples))
+        outs.append(np.asarray(res[0], dtype=np.float32))
+    return np.concatenate(outs, axis=0)
+
+
+def eager_outputs(model: Any, spec: ModelSpec) -> dict[str, np.ndarray]:
+    """The eager model's first output for every validation split, at batch 1 like the artifacts."""
+    import torch
+
+    out: dict[str, np.ndarray] = {}
+    with torch.inference_mode():
+        for split, samples in spec.validation.items():
+            rows = []
+            for k in range(len(samples[0])):
+                args = [torch.from_numpy(np.ascontiguousarray(x[k : k + 1])) for x in samples]
+                res = model(*args)
+                res = res[0] if isinstance(res, tuple | list) else res
+                rows.append(res.detach().float().numpy())
+            out[split] = np.concatenate(rows, axis=0)
+    return out
+
+
+def validate(
+    runtime: Runtime,
+    spec: ModelSpec,
+    eager: dict[str, np.ndarray],
+    tolerance: Tolerance,
+    target: str,
+) -> tuple[ErrorStats, dict[str, ErrorStats], dict[str, np.ndarray]]:
+    """Run every validation split through ``runtime``; raise ``MismatchError`` outside ``tolerance``.
+
+    Returns the stats over all samples, the stats per split, and the artifact's outputs per split.
+    Errors while running are raised by the caller's ``Stage.RUN`` context.
+    """
+    outputs = {split: run_samples(runtime, samples) for split, samples in spec.validation.items()}
+    stats, by_split = compare(spec, eager, outputs)
+    check(stats, by_split, spec, eager, tolerance, target)
+    return stats, by_split, outputs
+
+
+def compare(
+    spec: ModelSpec, eager: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+) -> tuple[ErrorStats, dict[str, ErrorStats]]:
+    by_split = {split: error_stats(eager[split], outputs[split]) for split in outputs}
+    splits = list(outputs)
+    stats = error_stats(
+        np.concatenate([eager[s] for s in splits]), np.concatenate([outputs[s] for s in splits])
+    )
+    return stats, by_split
+
+
+def check(
+    stats: ErrorStats,
+    by_split: dict[str, ErrorStats],
+    spec: ModelSpec,
+    eager: dict[str, np.ndarray],
+    tolerance: Tolerance,
+    target: str,
+    what: str = "",
+) -> None:
+    ref_max = float(max(np.abs(v).max() for v in eager.values()))
+    real = by_split.get(spec.real_split) if spec.real_split else None
+    problems = tolerance.violations(stats, ref_max, real)
+    if problems:
+        raise MismatchError(target, f"{what}outside tolerance: " + "; ".join(problems))
+
+
+__all__ = ["Stage", "check", "compare", "eager_outputs", "error_stats", "run_samples", "validate"]

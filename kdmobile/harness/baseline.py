@@ -1,0 +1,80 @@
+"""Baselines: the figures ``kdmobile check`` compares against, taken from one real bench report.
+
+    kdmobile baseline update build/report/report.json -o baselines/email-x86_64-amd-epyc-2c.json
+
+A baseline keeps, per entry, what the check judges (status, size, accuracy, retention, the latency summary
+and up to ``MAX_RATIO_SAMPLES`` per-run same-run ratios for the rank test) plus the machine and every tool
+version, so a check against a baseline from another machine class or other versions can say so.
+Keep one baseline per device class (see docs/ci.md): ``baselines/<task>-<machine_class>.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+from kdmobile.harness.report import SCHEMA_VERSION, all_entries, read_report, validate_report
+from kdmobile.harness.stats import thin
+from kdmobile.io import write_json
+
+BASELINE_SCHEMA = "kdmobile.baseline"
+MAX_RATIO_SAMPLES = 1500
+KEEP = (
+    "id",
+    "kind",
+    "target",
+    "precision",
+    "runtime",
+    "runtime_version",
+    "flavour",
+    "status",
+    "reason",
+    "size_bytes",
+    "threads",
+    "batch",
+    "latency_ms",
+    "ratio_to_reference",
+    "speedup_vs_teacher",
+    "top1",
+    "recall_at_3",
+    "teacher_agreement",
+    "retention",
+    "n_examples",
+)
+
+
+def _slim(entry: dict[str, Any]) -> dict[str, Any]:
+    out = {k: entry.get(k) for k in KEEP}
+    out["ratio_samples"] = thin(entry.get("ratio_samples") or [], MAX_RATIO_SAMPLES)
+    return out
+
+
+def make_baseline(report: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """A baseline dict from a validated report dict."""
+    validate_report(report)
+    teacher = report.get("teacher")
+    student = report.get("student")
+    return {
+        "schema": BASELINE_SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source_report": source,
+        "report_created": report.get("created"),
+        "task": report.get("task"),
+        "data": report.get("data"),
+        "n_examples": report.get("n_examples"),
+        "machine": report["machine"],
+        "versions": report["versions"],
+        "settings": report.get("settings", {}),
+        "teacher": _slim(teacher) if teacher else None,
+        "student": _slim(student) if student else None,
+        "artifacts": [_slim(e) for e in report["artifacts"]],
+        "n_entries": len(all_entries(report)),
+    }
+
+
+def update_baseline(report_path: str | Path, out: str | Path) -> Path:
+    """Read ``report_path`` (a report.json or its directory) and write a baseline to ``out`` atomically."""
+    report = read_report(report_path)
+    return write_json(out, make_baseline(report, source=str(report_path)))

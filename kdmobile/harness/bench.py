@@ -1,0 +1,496 @@
+"""Measure every exported artifact in its real runtime, plus the teacher and the eager student; one report.
+
+    kdmobile bench build/export --task email --data heldout -o build/report
+
+Per entry: file size, load time, batch-1 latency (warm-up, then at least ``min_runs`` runs and
+``min_seconds``; p50/p90/p99/mean/std), peak memory, threads, accuracy on the evaluation set (top-1,
+recall@3), agreement with the teacher's top-1 and retention (top-1 / teacher top-1). Every Python-side entry
+runs in its own worker process (``kdmobile.harness.worker``), interleaved with the same-run reference.
+
+**The same-run reference is the eager student** (PyTorch, same threads, same input): it is the same model,
+so it has the same kind of cost as the artifacts (a few small ops, dominated by dispatch and memory rather
+than arithmetic) and moves with the machine the way they do, whereas the teacher is a compute-bound
+Transformer ~1000× slower whose ratio would drift with the machine's matmul speed. It is also cheap enough
+to interleave with every artifact in short blocks, which cancels the drift of a shared machine. Ratios to
+the teacher (speed-up) and to the compute floor (FLOPs / the matmul rate measured in the same run) are
+reported too. The web bundle also runs in headless Chromium (``kdmobile.harness.browser``), 1 thread and
+multi-threaded, with the JavaScript tokenizer, and must give the same token ids and the same top-1 as
+Python onnxruntime on every evaluation example.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdmobile.errors import UsageError
+from kdmobile.harness.report import SCHEMA, SCHEMA_VERSION, entry_id, new_entry, sort_key, write_report
+
+# The distribution whose version is "the runtime's version" for each target's Python-side run.
+RUNTIME_DIST = {"executorch": "executorch", "tflite": "ai-edge-litert", "onnx-web": "onnxruntime", "coreml": "coremltools"}
+PY_RUNTIME_LABEL = {"onnx-web": "onnxruntime (Python, CPU)"}
+FAILED = ("load_failed", "run_failed", "mismatch")
+
+
+@dataclass
+class BenchOptions:
+    """How to measure. The defaults are for real bench runs; tests pass a short window."""
+
+    threads: int = 1
+    min_runs: int = 200
+    min_seconds: float = 10.0
+    max_seconds: float | None = None
+    warmup_runs: int = 20
+    server_batch: int = 32
+    browser: bool = True
+    browser_threads: tuple[int, ...] | None = None  # default: (1, min(4, cores))
+    browser_min_seconds: float | None = None  # default: min_seconds
+    teacher: str | None = None  # teacher weights; default: the task finds them
+    student: str | None = None  # student checkpoint; default: the one named in summary.json
+    targets: tuple[str, ...] | None = None  # only these targets (default: every artifact in the summary)
+    worker_timeout: float = 900.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _version(dist: str | None) -> str | None:
+    import importlib.metadata
+
+    if not dist:
+        return None
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def run_worker(job: dict[str, Any], workdir: Path, timeout: float) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Run one job in a fresh Python process; a crash or timeout becomes a ``run_failed`` result."""
+    out = Path(tempfile.mkdtemp(prefix=f"{job['kind']}-", dir=workdir))
+    job = {**job, "out": str(out)}
+    (out / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "kdmobile.harness.worker", str(out / "job.json")]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": "run_failed", "reason": f"the measurement did not finish within {timeout:.0f} s"}, None
+    res_file = out / "result.json"
+    if not res_file.is_file():
+        tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-5:])
+        return {"status": "run_failed", "reason": f"worker exited with code {proc.returncode}: {tail}"}, None
+    result = json.loads(res_file.read_text())
+    logits_file = out / "logits.npy"
+    logits = np.load(logits_file) if result.get("status") == "ok" and logits_file.is_file() else None
+    return result, logits
+
+
+class _Bench:
+    """One bench run (state shared by the steps of ``run_bench``)."""
+
+    def __init__(self, artifacts_dir: Path, task: str, data: str, options: BenchOptions, log: Callable[[str], None]):
+        from kdmobile.checkpoint import read_metadata
+        from kdmobile.export import read_summary
+        from kdmobile.harness.tasks import get_bench_task
+
+        self.dir, self.task_name, self.data, self.opt, self.log = artifacts_dir, task, data, options, log
+        self.summary = read_summary(artifacts_dir)
+        ckpt = options.student or self.summary.get("checkpoint")
+        if not ckpt or not Path(ckpt).is_file():
+            raise UsageError(
+                f"the student checkpoint {ckpt!r} named in {artifacts_dir}/summary.json is not there; "
+                "run `kdmobile bench` from the directory `kdmobile export` ran in, or pass --student PATH"
+            )
+        self.checkpoint = str(ckpt)
+        self.student_meta = read_metadata(ckpt)
+        self.task = get_bench_task(task)
+        self.eval_set = self.task.eval_set(data, self.student_meta)
+        self.workdir = Path(tempfile.mkdtemp(prefix="kdmobile-bench-"))
+        self.versions: dict[str, Any] = {}
+        self.teacher_logits: np.ndarray | None = None
+        self.logits: dict[str, np.ndarray] = {}
+
+    def job(self, kind: str, **extra: Any) -> dict[str, Any]:
+        o = self.opt
+        return {
+            "kind": kind,
+            "task": self.task_name,
+            "data": self.data,
+            "student_checkpoint": self.checkpoint,
+            "threads": o.threads,
+            "server_batch": o.server_batch,
+            "timing": {
+                "warmup_runs": o.warmup_runs,
+                "min_runs": o.min_runs,
+                "min_seconds": o.min_seconds,
+                "max_seconds": o.max_seconds,
+            },
+            **extra,
+        }
+
+    def fill_measured(self, entry: dict[str, Any], res: dict[str, Any], logits: np.ndarray | None) -> dict[str, Any]:
+        entry["status"] = res.get("status", "run_failed")
+        entry["reason"] = res.get("reason")
+        if entry["status"] != "ok":
+            return entry
+        lat = res["latency"]
+        entry["latency_ms"] = lat["summary"]
+        entry["samples_ms"] = lat["samples_ms"]
+        entry["ratio_samples"] = lat["ratio_samples"] or None
+        entry["ratio_to_reference"] = lat["ratio_p50"]
+        entry["load_ms"] = res.get("load_ms")
+        entry["peak_memory_bytes"] = res.get("peak_memory_bytes")
+        entry["measurement"] = {k: lat[k] for k in ("rounds", "seconds", "warmup_runs")}
+        if lat.get("reference"):
+            entry["measurement"]["reference_latency_ms"] = lat["reference"]
+        entry["details"].update(res.get("details") or {})
+        entry["details"]["os_threads"] = res.get("os_threads")
+        if logits is not None:
+            self.logits[entry["id"]] = logits
+        return entry
+
+
+def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> None:
+    if logits is None:
+        return
+    m = b.eval_set.metrics(logits, b.teacher_logits)
+    entry["top1"] = m["top1"]
+    entry["recall_at_3"] = m["recall_at_3"]
+    entry["teacher_agreement"] = m.get("teacher_agreement")
+    entry["n_examples"] = int(m["n"])
+    if m.get("kl") is not None:
+        entry["details"]["kl_to_teacher"] = m["kl"]
+
+
+def _measure_student(b: _Bench) -> dict[str, Any]:
+    import torch
+
+    from kdmobile.checkpoint import load_checkpoint
+    from kdmobile.harness.machine import model_flops
+
+    b.log("bench: eager student (PyTorch) ...")
+    res, logits = run_worker(b.job("student"), b.workdir, b.opt.worker_timeout)
+    e = new_entry(
+        id="student",
+        kind="student",
+        target="eager",
+        precision="fp32",
+        runtime="PyTorch eager",
+        runtime_version=_version("torch"),
+        path=b.checkpoint,
+        size_bytes=_size(Path(b.checkpoint)),
+        threads=b.opt.threads,
+        batch=1,
+        details={"role": "same-run reference"},
+    )
+    b.fill_measured(e, res, logits)
+    model, _ = load_checkpoint(b.checkpoint)
+    x = torch.from_numpy(b.eval_set.ids[b.eval_set.latency_index : b.eval_set.latency_index + 1])
+    b.student_flops = model_flops(model, (x,))
+    e["flops"] = b.student_flops
+    return e
+
+
+def _measure_teacher(b: _Bench) -> dict[str, Any]:
+    path = b.opt.teacher or b.task.find_teacher(b.student_meta, b.checkpoint)
+    e = new_entry(
+        id="teacher",
+        kind="teacher",
+        target="server",
+        precision="fp32",
+        runtime="PyTorch eager",
+        runtime_version=_version("torch"),
+        threads=b.opt.threads,
+        batch=1,
+        path=path,
+    )
+    if not path or not Path(path).is_file():
+        e["status"] = "unavailable"
+        e["reason"] = f"no teacher weights found ({path or 'none named'}): pass --teacher PATH"
+        return e
+    b.log("bench: teacher (PyTorch, batch 1 and server batch) ...")
+    res, logits = run_worker(b.job("teacher", teacher=str(path)), b.workdir, b.opt.worker_timeout)
+    b.fill_measured(e, res, logits)
+    if e["status"] == "ok":
+        e["size_bytes"] = res.get("size_bytes")
+        e["flops"] = res.get("flops")
+        e["runtime"] = "PyTorch eager"
+        e["flavour"] = res.get("name")
+        b.teacher_logits = logits
+    return e
+
+
+def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
+    from kdmobile.export import discover, get_target
+
+    discover()
+    out = []
+    for r in b.summary.get("results", []):
+        if b.opt.targets and r["target"] not in b.opt.targets:
+            continue
+        try:
+            target = get_target(r["target"])
+            label = PY_RUNTIME_LABEL.get(target.name, target.runtime)
+            dist = RUNTIME_DIST.get(target.name) or (target.packages[0] if target.packages else None)
+        except KeyError:
+            target, label, dist = None, r["target"], None
+        path = (b.dir / r["path"]) if r.get("path") else None
+        e = new_entry(
+            id=entry_id(r["target"], r["precision"], label),
+            kind="artifact",
+            target=r["target"],
+            precision=r["precision"],
+            runtime=label,
+            runtime_version=_version(dist),
+            flavour=r.get("flavour"),
+            status=r.get("status"),
+            reason=r.get("reason"),
+            path=str(path) if path else None,
+            size_bytes=_size(path) if path and path.exists() else r.get("size_bytes"),
+            threads=b.opt.threads,
+            batch=1,
+            details={"export_stage": r.get("stage"), "error_stats": r.get("error_stats")},
+        )
+        if r.get("status") != "ok" or path is None or target is None:
+            if r.get("status") == "ok":
+                e["status"], e["reason"] = "load_failed", f"artifact {path} or its target is missing"
+            out.append(e)
+            continue
+        b.log(f"bench: {r['target']} {r['precision']} ({label}) ...")
+        res, logits = run_worker(b.job("artifact", target=r["target"], artifact=str(path)), b.workdir, b.opt.worker_timeout)
+        b.fill_measured(e, res, logits)
+        if e["status"] == "ok":
+            e["details"]["input_dtype"] = res.get("input_dtype")
+        out.append(e)
+    return out
+
+
+def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]], student_p50: float | None) -> list[dict[str, Any]]:
+    from kdmobile.harness import browser as B
+
+    bundle = b.dir / "onnx-web" / "bundle"
+    py = {e["precision"]: e for e in artifacts if e["target"] == "onnx-web"}
+    models = [(p, f"model_{p}.onnx") for p in ("fp32", "int8") if (bundle / f"model_{p}.onnx").is_file()]
+    if b.opt.targets and "onnx-web" not in b.opt.targets:
+        return []
+    threads = b.opt.browser_threads or (1, max(2, min(4, os.cpu_count() or 2)))
+    entries: dict[tuple[str, int], dict[str, Any]] = {}
+    for p, _ in models or [(p, None) for p in py]:
+        for t in threads:
+            entries[(p, t)] = new_entry(
+                id=entry_id("onnx-web", p, "browser", t, kind="browser"),
+                kind="browser",
+                target="onnx-web",
+                precision=p,
+                runtime="onnxruntime-web (Chromium, wasm)",
+                runtime_version=B.ort_web_version(),
+                path=str(bundle / f"model_{p}.onnx"),
+                size_bytes=_size(bundle / f"model_{p}.onnx") if (bundle / f"model_{p}.onnx").is_file() else None,
+                threads=t,
+                batch=1,
+                status="unavailable",
+            )
+    if not entries:
+        return []
+    if not models:
+        for e in entries.values():
+            e["reason"] = f"no web bundle at {bundle} (export with --bundle)"
+        return list(entries.values())
+    ok, reason = B.availability()
+    if not b.opt.browser or not ok:
+        for e in entries.values():
+            e["reason"] = reason or "browser runs disabled (--no-browser)"
+        return list(entries.values())
+    b.log(f"bench: onnx-web in headless Chromium ({', '.join(f'{t} thread(s)' for t in threads)}) ...")
+    try:
+        runs, versions = B.run_bundle(
+            bundle,
+            b.eval_set.texts,
+            models=[m for _, m in models],
+            threads=threads,
+            latency_index=b.eval_set.latency_index,
+            warmup_runs=b.opt.warmup_runs,
+            min_runs=b.opt.min_runs,
+            min_seconds=b.opt.browser_min_seconds if b.opt.browser_min_seconds is not None else b.opt.min_seconds,
+            max_seconds=b.opt.max_seconds,
+        )
+    except Exception as e:  # noqa: BLE001 - the page or the browser failed: every browser entry says why
+        for entry in entries.values():
+            entry["status"], entry["reason"] = "run_failed", f"{type(e).__name__}: {e}"
+        return list(entries.values())
+    b.versions.update({k: v for k, v in versions.items() if v})
+    from kdmobile.harness.stats import summarize, thin
+
+    by_model = {m: p for p, m in models}
+    for run in runs:
+        p = by_model[run.model]
+        e = entries[(p, run.requested_threads)]
+        e["status"], e["reason"] = "ok", None
+        e["latency_ms"] = summarize(run.samples_ms)
+        e["samples_ms"] = thin(run.samples_ms, 3000)
+        e["load_ms"] = run.load_ms
+        e["measurement"] = {"runs": int(run.samples_ms.size), "timer": "performance.now()"}
+        if student_p50:
+            e["ratio_samples"] = thin(run.samples_ms / student_p50, 3000)
+            e["ratio_to_reference"] = e["latency_ms"]["p50"] / student_p50
+        e["details"].update(
+            {
+                "cross_origin_isolated": run.cross_origin_isolated,
+                "effective_threads": run.threads,
+                "tokenize_ms_total": run.tokenize_ms,
+                "user_agent": run.user_agent,
+                "reference_note": "ratios use the eager student's p50 from this run (not interleaved)",
+            }
+        )
+        problems = []
+        if run.threads != run.requested_threads:
+            problems.append(f"asked for {run.requested_threads} wasm threads, got {run.threads}")
+        if run.requested_threads > 1 and not run.cross_origin_isolated:
+            problems.append("the page is not cross-origin isolated (COOP/COEP missing): no wasm threads")
+        # The JS tokenizer must produce exactly the Python ids, on every example.
+        if run.ids is not None:
+            same = np.array_equal(run.ids, b.eval_set.ids)
+            bad = int((run.ids != b.eval_set.ids).any(axis=1).sum()) if run.ids.shape == b.eval_set.ids.shape else len(b.eval_set.ids)
+            e["details"]["tokenizer_exact"] = bool(same)
+            if not same:
+                problems.append(f"the JS tokenizer differs from Python on {bad} of {len(b.eval_set.ids)} examples")
+        ref = b.logits.get(py[p]["id"]) if p in py else None
+        if ref is not None:
+            agree = float(np.mean(run.logits.argmax(1) == ref.argmax(1)))
+            e["details"]["python_top1_agreement"] = agree
+            e["details"]["max_abs_logit_diff_vs_python"] = float(np.abs(run.logits - ref).max())
+            if agree != 1.0:
+                problems.append(f"browser top-1 differs from Python onnxruntime on {fmt_share(1 - agree)} of examples")
+        else:
+            problems.append("no Python onnxruntime result for this precision to compare with")
+        b.logits[e["id"]] = run.logits
+        _accuracy(e, run.logits, b)
+        if problems:
+            e["status"], e["reason"] = "mismatch", "; ".join(problems)
+    return list(entries.values())
+
+
+def fmt_share(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _derive(report: dict[str, Any], matmul_gflops: float) -> None:
+    """Ratios to the teacher and the eager student, speed-ups, compute floor, retention."""
+    teacher, student = report["teacher"], report["student"]
+    t50 = (teacher.get("latency_ms") or {}).get("p50") if teacher.get("status") == "ok" else None
+    s50 = (student.get("latency_ms") or {}).get("p50") if student.get("status") == "ok" else None
+    t_top1 = teacher.get("top1") if teacher.get("status") == "ok" else None
+    for e in [teacher, student, *report["artifacts"]]:
+        p50 = (e.get("latency_ms") or {}).get("p50")
+        if p50:
+            if t50:
+                e["ratio_to_teacher"] = p50 / t50
+                e["speedup_vs_teacher"] = t50 / p50
+            if s50:
+                e["ratio_to_student"] = p50 / s50
+                e["speedup_vs_student"] = s50 / p50
+            flops = e.get("flops") if e["kind"] == "teacher" else student.get("flops")
+            if flops and matmul_gflops:
+                e["flops"] = flops
+                e["compute_floor_ms"] = flops / (matmul_gflops * 1e9) * 1e3
+                e["p50_over_floor"] = p50 / e["compute_floor_ms"]
+        if e.get("top1") is not None and t_top1:
+            e["retention"] = e["top1"] / t_top1
+
+
+def run_bench(
+    artifacts_dir: str | Path,
+    *,
+    task: str = "email",
+    data: str = "heldout",
+    out: str | Path | None = None,
+    options: BenchOptions | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Bench everything in ``artifacts_dir`` (written by ``kdmobile export``); write the report to ``out``.
+
+    Returns:
+        the report dict (also written as report.json/.md/.html when ``out`` is given). ``report["ok"]`` is
+        False when an entry failed here (load, run, or a browser/Python mismatch).
+    """
+    import shutil
+
+    import torch
+
+    from kdmobile.harness.machine import machine_info, matmul_rate, tool_versions
+
+    options = options or BenchOptions()
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    artifacts_dir = Path(artifacts_dir)
+    if options.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {options.threads}")
+    t0 = time.perf_counter()
+    b = _Bench(artifacts_dir, task, data, options, log)
+    prev_threads = torch.get_num_threads()
+    try:
+        probe = matmul_rate(options.threads)
+        student = _measure_student(b)
+        teacher = _measure_teacher(b)
+        _accuracy(teacher, b.teacher_logits, b)
+        _accuracy(student, b.logits.get("student"), b)
+        artifacts = _measure_artifacts(b)
+        for e in artifacts:
+            _accuracy(e, b.logits.get(e["id"]), b)
+        s50 = (student.get("latency_ms") or {}).get("p50") if student["status"] == "ok" else None
+        artifacts += _measure_browser(b, artifacts, s50)
+        probe_end = matmul_rate(options.threads)
+    finally:
+        torch.set_num_threads(prev_threads)
+        shutil.rmtree(b.workdir, ignore_errors=True)
+    machine = machine_info()
+    gflops = float(np.median([probe["gflops"], probe_end["gflops"]]))
+    machine["matmul_gflops"] = gflops
+    machine["matmul_probe"] = {"start": probe, "end": probe_end}
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": _now(),
+        "task": task,
+        "data": data,
+        "n_examples": int(len(b.eval_set.ids)),
+        "artifacts_dir": str(artifacts_dir),
+        "export_summary": {"checkpoint": b.checkpoint, "created": b.summary.get("created"), "ok": b.summary.get("ok")},
+        "machine": machine,
+        "versions": tool_versions(b.versions),
+        "settings": {**asdict(options), "reference": "student"},
+        "reference": {
+            "id": "student",
+            "what": "the eager PyTorch student, same threads and input, interleaved with each entry",
+        },
+        "teacher": teacher,
+        "student": student,
+        "artifacts": sorted(artifacts, key=sort_key),
+    }
+    _derive(report, gflops)
+    failures = [e["id"] for e in [teacher, student, *artifacts] if e["status"] in FAILED]
+    report["failures"] = failures
+    report["ok"] = not failures
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    if out is not None:
+        write_report(report, out)
+    return report

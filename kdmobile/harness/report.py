@@ -1,0 +1,521 @@
+"""The bench report: one versioned JSON, a Markdown table and a self-contained HTML page with a plot.
+
+    kdmobile bench build/export --task email --data heldout -o build/report
+    # -> build/report/report.json, report.md, report.html
+
+``report.json`` (``schema: "kdmobile.report"``, ``schema_version`` below) holds:
+
+- ``machine`` (CPU model, cores, ``machine_class``, the same-run matmul rate), ``versions`` (every runtime),
+  ``settings`` (threads, measurement window, the same-run reference);
+- ``teacher`` and ``student`` (the eager PyTorch student): entries like the artifacts', the teacher's with a
+  ``server_batch`` measurement too;
+- ``artifacts``: one entry per exported artifact and per in-browser run, each with at least ``id``,
+  ``target``, ``precision``, ``runtime``, ``status``, ``reason``, ``size_bytes``, ``latency_ms``
+  (``p50``/``p90``/``p99``/``mean``/``std``), ``speedup_vs_teacher``, ``top1``, ``recall_at_3``,
+  ``retention``, ``teacher_agreement``, and the per-run ``samples_ms`` / ``ratio_samples`` that
+  ``kdmobile check`` tests statistically.
+
+``report.md`` and ``report.html`` are rendered from the JSON alone (``render_markdown``, ``render_html``),
+so a report can be re-rendered or compared later without re-measuring.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from kdmobile.errors import UsageError
+from kdmobile.io import write_json, write_text
+
+SCHEMA = "kdmobile.report"
+SCHEMA_VERSION = 1
+
+# Every entry carries every one of these keys (None when it does not apply); see ``new_entry``.
+ENTRY_KEYS = (
+    "id",
+    "kind",  # "teacher" | "student" | "artifact" | "browser"
+    "target",
+    "precision",
+    "runtime",
+    "runtime_version",
+    "flavour",
+    "status",
+    "reason",
+    "path",
+    "size_bytes",
+    "threads",
+    "batch",
+    "load_ms",
+    "latency_ms",
+    "ratio_to_reference",
+    "ratio_to_teacher",
+    "ratio_to_student",
+    "speedup_vs_teacher",
+    "speedup_vs_student",
+    "flops",
+    "compute_floor_ms",
+    "p50_over_floor",
+    "peak_memory_bytes",
+    "top1",
+    "recall_at_3",
+    "teacher_agreement",
+    "retention",
+    "n_examples",
+    "measurement",
+    "samples_ms",
+    "ratio_samples",
+    "details",
+)
+LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std")
+OK_STATUSES = ("ok", "conversion_validated")
+TARGET_ORDER = ("executorch", "coreml", "tflite", "onnx-web")
+PRECISION_ORDER = ("fp32", "fp16", "int8", "int8-full")
+
+
+def new_entry(**fields: Any) -> dict[str, Any]:
+    """An entry with every key of ``ENTRY_KEYS`` (unknown keys are an error: the schema is fixed)."""
+    unknown = set(fields) - set(ENTRY_KEYS)
+    if unknown:
+        raise KeyError(f"unknown report entry keys: {', '.join(sorted(unknown))}")
+    entry: dict[str, Any] = dict.fromkeys(ENTRY_KEYS)
+    entry.update(fields)
+    entry["details"] = entry["details"] or {}
+    return entry
+
+
+def entry_id(target: str, precision: str, runtime: str, threads: int | None = None, kind: str = "artifact") -> str:
+    """Stable key of an entry across runs (``kdmobile check`` matches baseline and report on it)."""
+    if kind == "browser":
+        return f"{target}/{precision}/browser-{threads}t"
+    return f"{target}/{precision}/{runtime}"
+
+
+def all_entries(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Teacher, eager student, then the artifacts and browser runs, in report order."""
+    out = [e for e in (report.get("teacher"), report.get("student")) if e]
+    return out + list(report.get("artifacts", []))
+
+
+def sort_key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    kinds = {"teacher": 0, "student": 1, "artifact": 2, "browser": 3}
+    t = entry.get("target") or ""
+    p = entry.get("precision") or ""
+    return (
+        kinds.get(entry.get("kind"), 9),
+        TARGET_ORDER.index(t) if t in TARGET_ORDER else len(TARGET_ORDER),
+        t,
+        PRECISION_ORDER.index(p) if p in PRECISION_ORDER else len(PRECISION_ORDER),
+        entry.get("threads") or 0,
+    )
+
+
+def validate_report(report: Any, where: str = "report") -> dict[str, Any]:
+    """Check the schema of a loaded report or baseline; a clear ``UsageError`` names what is wrong."""
+    if not isinstance(report, dict):
+        raise UsageError(f"{where}: expected a JSON object")
+    schema = report.get("schema")
+    if schema not in (SCHEMA, "kdmobile.baseline"):
+        raise UsageError(
+            f"{where}: not a kdmobile report or baseline (schema {schema!r}); "
+            "make one with `kdmobile bench` or `kdmobile baseline update`"
+        )
+    version = report.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise UsageError(
+            f"{where}: schema_version {version!r} is not supported (this kdmobile reads {SCHEMA_VERSION}); "
+            "re-run `kdmobile bench` / `kdmobile baseline update` with this version"
+        )
+    for key in ("machine", "versions", "artifacts"):
+        if key not in report:
+            raise UsageError(f"{where}: missing {key!r}")
+    for i, e in enumerate(all_entries(report)):
+        missing = [k for k in ("id", "target", "precision", "runtime", "status") if k not in e]
+        if missing:
+            raise UsageError(f"{where}: entry {i} lacks {', '.join(missing)}")
+    return report
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """Load and validate a ``report.json`` or a baseline file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise UsageError(f"report not found: {path} (run `kdmobile bench ... -o DIR` first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}: not valid JSON: {e}") from None
+    return validate_report(data, str(path))
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir`` (atomically)."""
+    validate_report(report)
+    out_dir = Path(out_dir)
+    return {
+        "json": write_json(out_dir / "report.json", report),
+        "md": write_text(out_dir / "report.md", render_markdown(report)),
+        "html": write_text(out_dir / "report.html", render_html(report)),
+    }
+
+
+# --- formatting helpers --------------------------------------------------------------------------------
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "–"
+    if x < 1:
+        return f"{x * 1000:.3g} µs"
+    return f"{x:.3g} ms"
+
+
+def fmt_pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def fmt_ratio(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3g}×" if x < 100 else f"{x:,.0f}×"
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def runtime_label(entry: dict[str, Any]) -> str:
+    rt = entry.get("runtime") or "?"
+    if entry.get("kind") == "browser":
+        t = entry.get("threads")
+        rt = f"{rt} ({t} thread{'s' if t != 1 else ''})"
+    return rt
+
+
+def display_name(entry: dict[str, Any]) -> str:
+    kind = entry.get("kind")
+    if kind == "teacher":
+        return "teacher"
+    if kind == "student":
+        return "eager student"
+    name = f"{entry.get('target')} {entry.get('precision')}"
+    if kind == "browser":
+        name += f" · browser {entry.get('threads')}t"
+    return name
+
+
+# --- Markdown -----------------------------------------------------------------------------------------
+
+
+def _table_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for e in sorted(all_entries(report), key=sort_key):
+        lat = e.get("latency_ms") or {}
+        status = e.get("status") or "?"
+        rows.append(
+            [
+                "teacher (server)" if e["kind"] == "teacher" else ("eager student" if e["kind"] == "student" else e["target"]),
+                e.get("precision") or "–",
+                runtime_label(e),
+                fmt_bytes(e.get("size_bytes")),
+                f"{fmt_ms(lat.get('p50'))} / {fmt_ms(lat.get('p90'))}" if lat else "–",
+                fmt_ratio(e.get("speedup_vs_teacher")),
+                fmt_pct(e.get("top1")),
+                fmt_num(e.get("retention")),
+                fmt_pct(e.get("teacher_agreement")),
+                status if status == "ok" else f"**{status}**",
+            ]
+        )
+    return rows
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: one table (target × precision × runtime), the machine, the versions, the notes."""
+    m = report["machine"]
+    s = report.get("settings", {})
+    head = [
+        "target",
+        "precision",
+        "runtime",
+        "size",
+        "p50 / p90",
+        "speed-up vs teacher",
+        "top-1",
+        "retention",
+        "agreement",
+        "status",
+    ]
+    lines = [
+        f"# kdmobile bench: {report.get('task', '?')} on {report.get('data', '?')} "
+        f"({report.get('n_examples', '?')} examples)",
+        "",
+        f"Machine: {m.get('cpu_model')} · {m.get('cores')} cores · class `{m.get('machine_class')}` · "
+        f"matmul {m.get('matmul_gflops', 0):.0f} GFLOP/s ({s.get('threads', '?')} thread). "
+        f"Batch 1, {s.get('threads', '?')} thread(s) unless stated; latency = the model call only "
+        f"(tokenisation excluded). Speed-up = teacher p50 / artifact p50, measured in the same run.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in _table_rows(report)]
+    teacher = report.get("teacher") or {}
+    sb = teacher.get("details", {}).get("server_batch") if teacher else None
+    if sb:
+        lines += [
+            "",
+            f"Teacher at server batch {sb['batch']}: {fmt_ms(sb['latency_ms']['p50'])} per batch "
+            f"= {fmt_ms(sb['per_example_ms'])} per example.",
+        ]
+    notes = [e for e in sorted(all_entries(report), key=sort_key) if e.get("reason")]
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- **{display_name(e)}** ({e['status']}): {e['reason']}" for e in notes]
+    lines += [
+        "",
+        "## Versions",
+        "",
+        ", ".join(f"{k} {v}" for k, v in sorted(report.get("versions", {}).items())),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- HTML + SVG ----------------------------------------------------------------------------------------
+
+PALETTE = {
+    "teacher": "#444444",
+    "student": "#8c6d31",
+    "executorch": "#1f77b4",
+    "coreml": "#9467bd",
+    "tflite": "#2ca02c",
+    "onnx-web": "#d62728",
+}
+
+
+def _colour(entry: dict[str, Any]) -> str:
+    if entry["kind"] in ("teacher", "student"):
+        return PALETTE[entry["kind"]]
+    return PALETTE.get(entry.get("target") or "", "#17becf")
+
+
+def plot_points(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries that can be plotted: measured latency and top-1 (others are listed under the plot)."""
+    pts = []
+    for e in sorted(all_entries(report), key=sort_key):
+        lat = e.get("latency_ms") or {}
+        if e.get("status") == "ok" and lat.get("p50") and e.get("top1") is not None:
+            pts.append(
+                {
+                    "label": display_name(e),
+                    "x": float(lat["p50"]),
+                    "y": float(e["top1"]),
+                    "size": float(e.get("size_bytes") or 0),
+                    "colour": _colour(e),
+                    "hollow": e["kind"] == "browser",
+                    "entry": e,
+                }
+            )
+    return pts
+
+
+def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> str:
+    """Latency (p50, log scale) vs top-1; marker area proportional to the artifact's size."""
+    pts = plot_points(report)
+    left, right, top, bottom = 70, 200, 30, 60
+    pw, ph = width - left - right, height - top - bottom
+    esc = html.escape
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'font-family="system-ui, sans-serif" font-size="12" role="img" '
+        'aria-label="Latency versus top-1 accuracy; marker area is the artifact size">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
+    ]
+    if not pts:
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no measured entries</text></svg>')
+        return "".join(parts)
+    xs = [math.log10(p["x"]) for p in pts]
+    x_lo, x_hi = math.floor(min(xs) * 2) / 2, math.ceil(max(xs) * 2) / 2
+    if x_hi - x_lo < 1:
+        x_hi = x_lo + 1
+    ys = [p["y"] for p in pts]
+    y_lo = max(0.0, math.floor((min(ys) - 0.02) * 20) / 20)
+    y_hi = min(1.0, math.ceil((max(ys) + 0.02) * 20) / 20)
+    if y_hi - y_lo < 0.1:
+        y_lo = max(0.0, y_hi - 0.1)
+
+    def px(v: float) -> float:
+        return left + (math.log10(v) - x_lo) / (x_hi - x_lo) * pw
+
+    def py(v: float) -> float:
+        return top + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
+
+    # Grid and axes: decades (and 2x, 5x) on x, 5-point steps on y.
+    decade = math.floor(x_lo)
+    while decade <= x_hi:
+        for mult in (1, 2, 5):
+            v = mult * 10.0**decade
+            if x_lo <= math.log10(v) <= x_hi:
+                x = px(v)
+                parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#e5e5e5"/>')
+                parts.append(
+                    f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle" fill="#555">{esc(fmt_ms(v))}</text>'
+                )
+        decade += 1
+    step = 0.05 if y_hi - y_lo > 0.2 else 0.02
+    v = math.ceil(y_lo / step) * step
+    while v <= y_hi + 1e-9:
+        y = py(v)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{100 * v:.0f}%</text>')
+        v += step
+    parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
+    parts.append(
+        f'<text x="{left + pw / 2}" y="{height - 15}" text-anchor="middle" font-size="13">'
+        "latency per inference, p50, batch 1 (log scale) — left is faster</text>"
+    )
+    parts.append(
+        f'<text transform="translate(18 {top + ph / 2}) rotate(-90)" text-anchor="middle" font-size="13">'
+        "top-1 on the held-out set — up is better</text>"
+    )
+    # Marker area ∝ size: the largest entry gets radius 34 px; a floor keeps tiny ones visible.
+    max_size = max(p["size"] for p in pts) or 1.0
+    labels: list[tuple[float, float]] = []
+    for p in sorted(pts, key=lambda p: -p["size"]):  # big ones first so small ones stay on top
+        r = max(3.0, 34.0 * math.sqrt(p["size"] / max_size))
+        x, y = px(p["x"]), py(p["y"])
+        fill = "none" if p["hollow"] else p["colour"]
+        dash = ' stroke-dasharray="4 2"' if p["hollow"] else ""
+        e = p["entry"]
+        title = (
+            f"{p['label']}: p50 {fmt_ms(p['x'])}, top-1 {fmt_pct(p['y'])}, size {fmt_bytes(p['size'])}, "
+            f"speed-up vs teacher {fmt_ratio(e.get('speedup_vs_teacher'))}"
+        )
+        parts.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" fill="{fill}" fill-opacity="0.35" '
+            f'stroke="{p["colour"]}" stroke-width="2"{dash}><title>{esc(title)}</title></circle>'
+        )
+        p["_xy"] = (x, y, r)
+    # Labels: to the right of each marker, nudged down until they do not overlap an earlier label.
+    for p in sorted(pts, key=lambda p: (p["_xy"][1], p["_xy"][0])):
+        x, y, r = p["_xy"]
+        lx, ly = x + r + 6, y + 4
+        while any(abs(ly - oy) < 14 and abs(lx - ox) < 150 for ox, oy in labels):
+            ly += 14
+        labels.append((lx, ly))
+        if abs(ly - (y + 4)) > 1:
+            parts.append(f'<line x1="{x + r:.1f}" y1="{y:.1f}" x2="{lx - 2:.1f}" y2="{ly - 4:.1f}" stroke="#bbb"/>')
+        parts.append(f'<text x="{lx:.1f}" y="{ly:.1f}" fill="{p["colour"]}">{esc(p["label"])}</text>')
+    # Legend: colours by target; hollow dashed = in-browser run.
+    lx, ly = left + pw + 20, top + 10
+    seen = []
+    for p in pts:
+        e = p["entry"]
+        key = e["kind"] if e["kind"] in ("teacher", "student") else e["target"]
+        if key not in seen:
+            seen.append(key)
+    for key in seen:
+        colour = PALETTE.get(key, "#17becf")
+        name = {"teacher": "teacher (PyTorch)", "student": "eager student (PyTorch)"}.get(key, key)
+        parts.append(f'<circle cx="{lx + 6}" cy="{ly}" r="6" fill="{colour}" fill-opacity="0.35" stroke="{colour}"/>')
+        parts.append(f'<text x="{lx + 18}" y="{ly + 4}">{esc(name)}</text>')
+        ly += 20
+    if any(p["hollow"] for p in pts):
+        parts.append(
+            f'<circle cx="{lx + 6}" cy="{ly}" r="6" fill="none" stroke="#666" stroke-width="2" stroke-dasharray="4 2"/>'
+        )
+        parts.append(f'<text x="{lx + 18}" y="{ly + 4}">in the browser (wasm)</text>')
+        ly += 20
+    parts.append(f'<text x="{lx}" y="{ly + 10}" fill="#555">marker area = size</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
+h1{font-size:22px;margin-bottom:4px} .sub{color:#555;margin-top:0}
+table{border-collapse:collapse;font-size:13px;margin-top:12px} th,td{padding:4px 8px;border-bottom:1px solid #ddd}
+th{text-align:left;background:#f6f6f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.bad{color:#b00020;font-weight:600} .ok{color:#1b7a1b} .cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
+.card{border:1px solid #ddd;border-radius:8px;padding:8px 12px;min-width:150px}
+.card b{display:block;font-size:20px} .card span{color:#555;font-size:12px} .small{color:#555;font-size:12px}
+"""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """``report.html``: headline figures, the latency-vs-accuracy plot, the table; no external resource."""
+    esc = html.escape
+    m = report["machine"]
+    entries = sorted(all_entries(report), key=sort_key)
+    teacher = report.get("teacher") or {}
+    measured = [e for e in entries if e["kind"] in ("artifact", "browser") and e.get("status") == "ok"]
+    cards = []
+    if measured:
+        fastest = max(measured, key=lambda e: e.get("speedup_vs_teacher") or 0)
+        cards.append((fmt_ratio(fastest.get("speedup_vs_teacher")), f"fastest vs teacher: {display_name(fastest)}"))
+        rets = [e["retention"] for e in measured if e.get("retention") is not None]
+        if rets:
+            cards.append((f"{min(rets):.3f}", "lowest retention (student top-1 / teacher top-1)"))
+        smallest = min((e for e in measured if e.get("size_bytes")), key=lambda e: e["size_bytes"], default=None)
+        if smallest:
+            cards.append((fmt_bytes(smallest["size_bytes"]), f"smallest: {display_name(smallest)}"))
+    if teacher.get("top1") is not None:
+        cards.append((fmt_pct(teacher["top1"]), f"teacher top-1, p50 {fmt_ms((teacher.get('latency_ms') or {}).get('p50'))}"))
+    failed = [e for e in entries if e.get("status") not in OK_STATUSES]
+    cards.append((str(len(failed)), "entries not ok"))
+
+    head = ["entry", "precision", "runtime", "size", "p50", "p90", "p99", "× teacher", "top-1", "recall@3", "retention", "agreement", "status"]
+    rows = []
+    for e in entries:
+        lat = e.get("latency_ms") or {}
+        status = e.get("status") or "?"
+        cls = "ok" if status == "ok" else ("" if status == "conversion_validated" else "bad")
+        cells = [
+            esc(display_name(e)),
+            esc(e.get("precision") or "–"),
+            esc(runtime_label(e)),
+            fmt_bytes(e.get("size_bytes")),
+            fmt_ms(lat.get("p50")),
+            fmt_ms(lat.get("p90")),
+            fmt_ms(lat.get("p99")),
+            fmt_ratio(e.get("speedup_vs_teacher")),
+            fmt_pct(e.get("top1")),
+            fmt_pct(e.get("recall_at_3")),
+            fmt_num(e.get("retention")),
+            fmt_pct(e.get("teacher_agreement")),
+        ]
+        tds = "".join(f'<td class="num">{c}</td>' if i >= 3 else f"<td>{c}</td>" for i, c in enumerate(cells))
+        title = f' title="{esc(e["reason"])}"' if e.get("reason") else ""
+        rows.append(f'<tr>{tds}<td class="{cls}"{title}>{esc(status)}</td></tr>')
+    notes = "".join(
+        f"<li><b>{esc(display_name(e))}</b> ({esc(e['status'])}): {esc(e['reason'])}</li>" for e in entries if e.get("reason")
+    )
+    versions = ", ".join(f"{esc(k)} {esc(str(v))}" for k, v in sorted(report.get("versions", {}).items()))
+    card_html = "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(t)}</span></div>' for v, t in cards)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>kdmobile bench: {esc(str(report.get("task", "")))}</title>
+<style>{_CSS}</style></head><body>
+<h1>kdmobile bench — {esc(str(report.get("task", "?")))} on {esc(str(report.get("data", "?")))} ({esc(str(report.get("n_examples", "?")))} examples)</h1>
+<p class="sub">{esc(str(m.get("cpu_model")))} · {esc(str(m.get("cores")))} cores · class <code>{esc(str(m.get("machine_class")))}</code> ·
+measured {esc(str(report.get("created", "")))}</p>
+<div class="cards">{card_html}</div>
+{render_svg(report)}
+<table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{"".join(rows)}</tbody></table>
+<p class="small">Batch 1, {esc(str(report.get("settings", {}).get("threads", "?")))} thread(s) unless stated; latency is the model
+call only. × teacher = teacher p50 / entry p50 in the same run. Retention = top-1 / teacher top-1.</p>
+{f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
+<p class="small">Versions: {versions}</p>
+</body></html>
+"""

@@ -1,0 +1,208 @@
+"""A small, deterministic email student and a stand-in teacher: what the harness's own tests bench.
+
+    python -m kdmobile.harness.selftest build/selftest          # train both (seconds), print the paths
+    kdmobile export build/selftest/student.safetensors --all --bundle -o build/selftest/export
+    kdmobile bench build/selftest/export --task selftest -o build/selftest/report
+
+Both models are trained here in a few seconds on generated emails (``kdmobile.tasks.email.generator``),
+single-threaded and seeded, so every run produces the same weights on a machine: the committed
+``baselines/selftest-<machine_class>.json`` can then be checked against a fresh export in ``make test``.
+The teacher is a real (if small) two-layer Transformer encoder over the same hashed ids, not a mock: the
+bench times it and computes agreement and retention against it exactly as for the email teacher.
+The ``selftest`` bench task uses the email task's hand-written held-out set and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdmobile.harness.tasks import EvalSet, TeacherModel, email_eval_set
+
+STUDENT_CONFIG = {"num_buckets": 4096, "dim": 32, "hidden": 64, "dropout": 0.0}
+TOKENIZER = {"num_buckets": 4096, "max_len": 128}
+TEACHER_CONFIG = {"num_buckets": 4096, "dim": 64, "heads": 4, "layers": 2, "ff": 128}
+N_TRAIN = 3000
+SEED = 0
+
+
+class SelftestTeacher(nn.Module):
+    """``ids: int64[B, L]`` → logits: embedding, a 2-layer Transformer encoder, masked mean pooling, head."""
+
+    def __init__(self, num_buckets: int, dim: int, heads: int, layers: int, ff: int, num_intents: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_buckets, dim, padding_idx=0)
+        self.pos = nn.Parameter(torch.zeros(1, 512, dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, ff, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, num_intents)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = ids > 0
+        h = self.encoder(self.embed(ids) + self.pos[:, : ids.shape[1]], src_key_padding_mask=~mask)
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.head((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+def _training_data(tok: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from kdmobile.tasks.email.data import intent_ids
+    from kdmobile.tasks.email.generator import generate
+
+    index = {name: i for i, name in enumerate(intent_ids())}
+    emails = generate(n, seed)
+    ids = torch.from_numpy(tok.encode_batch([e.text for e in emails]))
+    labels = torch.tensor([index[e.label] for e in emails])
+    return ids, labels
+
+
+def _fit(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(ids), generator=gen)
+        for s in range(0, len(ids), 64):
+            b = order[s : s + 64]
+            loss = nn.functional.cross_entropy(model(ids[b]), labels[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+def train(out_dir: str | Path, *, seed: int = SEED, n_train: int = N_TRAIN, student_config: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Train the selftest student and teacher into ``out_dir``; deterministic for a seed on one machine.
+
+    Returns:
+        ``{"student": .../student.safetensors, "teacher": .../teacher.safetensors}``.
+    """
+    from safetensors.torch import save_file
+
+    from kdmobile.checkpoint import save_checkpoint
+    from kdmobile.io import atomic_path, write_json
+    from kdmobile.tasks.email.data import intent_ids
+    from kdmobile.tasks.email.model import EmailStudent
+    from kdmobile.tasks.email.tokenizer import HashTokenizer, TokenizerConfig
+
+    out_dir = Path(out_dir)
+    student_config = {**STUDENT_CONFIG, **(student_config or {})}
+    tok_cfg = {**TOKENIZER, "num_buckets": student_config["num_buckets"]}
+    tok = HashTokenizer(TokenizerConfig(**tok_cfg))
+    intents = intent_ids()
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same weights on every run
+    try:
+        ids, labels = _training_data(tok, n_train, seed)
+        torch.manual_seed(seed)
+        student = EmailStudent(**student_config, num_intents=len(intents))
+        _fit(student, ids, labels, epochs=4, lr=1e-2, seed=seed)
+        torch.manual_seed(seed + 1)
+        tcfg = {**TEACHER_CONFIG, "num_buckets": tok_cfg["num_buckets"], "num_intents": len(intents)}
+        teacher = SelftestTeacher(**tcfg)
+        _fit(teacher, ids[:, :64], labels, epochs=3, lr=3e-3, seed=seed + 1)
+    finally:
+        torch.set_num_threads(prev)
+    teacher_path = out_dir / "teacher.safetensors"
+    with atomic_path(teacher_path) as tmp:
+        save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp))
+    write_json(teacher_path.with_suffix(".json"), {"architecture": "selftest-teacher", "model_config": tcfg})
+    student_path = save_checkpoint(
+        out_dir / "student.safetensors",
+        student,
+        architecture="email-student",
+        model_config={**student_config, "num_intents": len(intents)},
+        metadata={
+            "task": "email",
+            "tokenizer": json.loads(tok.to_json()),
+            "intents": intents,
+            "teacher_checkpoint": str(teacher_path),
+            "note": "kdmobile.harness.selftest student (for the harness's tests)",
+        },
+    )
+    return {"student": student_path, "teacher": teacher_path}
+
+
+def perturb(src: str | Path, dst: str | Path, *, scale: float = 0.5, seed: int = 0) -> Path:
+    """A copy of checkpoint ``src`` whose weights got Gaussian noise (``scale`` × each tensor's std)."""
+    from kdmobile.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+
+    model, meta = load_checkpoint(src)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * float(p.std()) * scale)
+    extra = {k: v for k, v in read_metadata(src).items() if k not in ("format_version", "architecture", "model_config", "sha256")}
+    return save_checkpoint(dst, model, architecture=meta["architecture"], model_config=meta["model_config"], metadata=extra)
+
+
+def write_portable_pte(checkpoint: str | Path, out: str | Path) -> Path:
+    """The same student as an ExecuTorch program *without* the XNNPACK delegate (portable kernels only):
+    a genuinely slower artifact of an unchanged model, for the regression tests."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    from kdmobile.checkpoint import load_checkpoint, read_metadata
+    from kdmobile.harness.tasks import tokenizer_from_meta
+    from kdmobile.io import atomic_path
+
+    model, _ = load_checkpoint(checkpoint)
+    tok = tokenizer_from_meta(read_metadata(checkpoint))
+    example = (torch.from_numpy(tok.encode_batch(["Can we meet on Tuesday at 3pm?"])),)
+    program = to_edge_transform_and_lower(torch.export.export(model, example, strict=False), partitioner=[]).to_executorch()
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(program.buffer)
+    return Path(out)
+
+
+class SelftestBench:
+    """The ``selftest`` bench task: the email held-out set, the stand-in Transformer teacher."""
+
+    name = "selftest"
+
+    def eval_set(self, data: str, student_meta: dict[str, Any]) -> EvalSet:
+        return email_eval_set(self.name, data, student_meta)
+
+    def find_teacher(self, student_meta: dict[str, Any], checkpoint: str | None) -> str | None:
+        path = student_meta.get("teacher_checkpoint")
+        return path if path and Path(path).is_file() else None
+
+    def load_teacher(self, path: str, eval_set: EvalSet, threads: int) -> TeacherModel:
+        from safetensors.torch import load_file
+
+        from kdmobile.harness.machine import model_flops
+
+        cfg = json.loads(Path(path).with_suffix(".json").read_text())["model_config"]
+        model = SelftestTeacher(**cfg)
+        model.load_state_dict(load_file(str(path)))
+        model.eval().requires_grad_(False)
+        ids = torch.from_numpy(eval_set.ids)
+
+        def trimmed(idx: list[int]) -> torch.Tensor:
+            x = ids[idx]
+            used = int((x != 0).sum(1).max().clamp(min=1))
+            return x[:, :used]  # like a server tokenizer, pad only to the longest in the batch
+
+        def call(idx: list[int]) -> Any:
+            x = trimmed(idx)
+
+            def run() -> Any:
+                with torch.inference_mode():
+                    return model(x)
+
+            return run
+
+        def logits() -> np.ndarray:
+            with torch.inference_mode():
+                return np.concatenate([model(trimmed(list(range(s, min(s + 32, len(ids)))))).numpy() for s in range(0, len(ids), 32)])
+
+        return TeacherModel("selftest Transformer teacher", str(path), Path(path).stat().st_size, call, logits, lambda idx: model_flops(model, (trimmed(idx),)))
+
+
+if __name__ == "__main__":
+    paths = train(sys.argv[1] if len(sys.argv) > 1 else "build/selftest")
+    print(json.dumps({k: str(v) for k, v in paths.items()}))

@@ -1,0 +1,212 @@
+"""Latency and memory measurement: warm-up, then interleaved timed blocks of the artifact and a reference.
+
+    from kdmobile.harness.timing import measure_latency
+    lat = measure_latency(lambda: run(ids), reference=lambda: eager(ids_t), min_runs=200, min_seconds=10)
+    lat.summary()["p50"], lat.ratio_p50   # ms, and p50 of (artifact run / reference block median)
+
+Why interleave: the machine is shared and its speed drifts (other processes, frequency, thermal). Runs of
+the artifact and of the reference alternate in short blocks (~``block_seconds`` each), and every artifact
+run is divided by the median of the reference block run just before it, so drift slower than a block
+cancels out of the ratio. ``kdmobile check`` tests these per-run ratios against the baseline's.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdmobile.harness.stats import summarize
+
+
+@dataclass
+class Latency:
+    """Per-run samples (ms) of one measurement; ``ratios`` is empty when there was no reference."""
+
+    samples_ms: np.ndarray
+    ref_samples_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
+    ratios: np.ndarray = field(default_factory=lambda: np.empty(0))
+    rounds: int = 0
+    seconds: float = 0.0
+    warmup_runs: int = 0
+
+    def summary(self) -> dict[str, float | int]:
+        return summarize(self.samples_ms)
+
+    @property
+    def ratio_p50(self) -> float | None:
+        return float(np.median(self.ratios)) if self.ratios.size else None
+
+
+def _block_runs(call: Callable[[], Any], seconds: float, warmup_runs: int) -> tuple[int, int]:
+    """Warm ``call`` up; return (runs done, runs per block of about ``seconds``)."""
+    t0 = time.perf_counter()
+    done = 0
+    # At least `warmup_runs` and at least 50 ms of warm-up (allocator, caches, lazy kernel selection).
+    while done < warmup_runs or time.perf_counter() - t0 < 0.05:
+        call()
+        done += 1
+    per_call = (time.perf_counter() - t0) / done
+    return done, max(1, int(seconds / max(per_call, 1e-9)))
+
+
+def _timed_block(call: Callable[[], Any], runs: int, out: list[int]) -> None:
+    clock = time.perf_counter_ns
+    for _ in range(runs):
+        t0 = clock()
+        call()
+        out.append(clock() - t0)
+
+
+def measure_latency(
+    call: Callable[[], Any],
+    *,
+    reference: Callable[[], Any] | None = None,
+    warmup_runs: int = 20,
+    min_runs: int = 200,
+    min_seconds: float = 10.0,
+    max_seconds: float | None = None,
+    block_seconds: float = 0.05,
+) -> Latency:
+    """Time ``call()`` until at least ``min_runs`` runs and ``min_seconds`` of wall time have passed.
+
+    Args:
+        call: the exact call to time (e.g. ``lambda: runtime(ids)``), inputs prepared beforehand.
+        reference: a call measured in alternating blocks with ``call`` (the same-run reference).
+        warmup_runs: untimed runs before measuring (at least 50 ms of them).
+        min_runs: the least number of timed runs of ``call``.
+        min_seconds: the least wall time of the measurement loop (artifact and reference blocks together).
+        max_seconds: stop after this much wall time even if ``min_runs`` is not reached (at least 3 runs).
+        block_seconds: the length of one block; drift slower than this cancels in the ratios.
+
+    Returns:
+        the per-run samples of ``call`` and of ``reference`` and the per-run ratios.
+    """
+    warm, block = _block_runs(call, block_seconds, warmup_runs)
+    ref_block = 0
+    if reference is not None:
+        _, ref_block = _block_runs(reference, block_seconds, warmup_runs)
+    samples: list[int] = []
+    ref_samples: list[int] = []
+    ratios: list[float] = []
+    rounds = 0
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # a collection inside a timed call is noise, not the model's cost
+    start = time.perf_counter()
+    try:
+        while True:
+            elapsed = time.perf_counter() - start
+            if len(samples) >= min_runs and elapsed >= min_seconds:
+                break
+            if max_seconds is not None and elapsed >= max_seconds and len(samples) >= 3:
+                break
+            n = block if len(samples) >= min_runs else min(block, max(1, min_runs - len(samples)))
+            if reference is not None:
+                first = len(ref_samples)
+                _timed_block(reference, ref_block, ref_samples)
+                ref_med = float(np.median(ref_samples[first:]))
+                first = len(samples)
+                _timed_block(call, n, samples)
+                ratios.extend(s / ref_med for s in samples[first:])
+            else:
+                _timed_block(call, n, samples)
+            rounds += 1
+    finally:
+        seconds = time.perf_counter() - start
+        if gc_was_enabled:
+            gc.enable()
+    return Latency(
+        samples_ms=np.asarray(samples, dtype=np.float64) * 1e-6,
+        ref_samples_ms=np.asarray(ref_samples, dtype=np.float64) * 1e-6,
+        ratios=np.asarray(ratios, dtype=np.float64),
+        rounds=rounds,
+        seconds=seconds,
+        warmup_runs=warm,
+    )
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and its wall time in ms (for one-off costs such as loading)."""
+    t0 = time.perf_counter_ns()
+    out = fn()
+    return out, (time.perf_counter_ns() - t0) * 1e-6
+
+
+# --- memory -------------------------------------------------------------------------------------------
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size of this process."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux ``clear_refs``); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's RSS high-water mark since start or the last :func:`reset_peak_rss`."""
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):
+        return None
+
+
+class PeakMemory:
+    """Peak extra resident memory over a ``with`` block (e.g. loading and running one artifact).
+
+    ``peak_bytes`` = the high-water mark inside the block minus the RSS at its start; ``None`` if the OS
+    cannot reset the high-water mark (the figure would then include everything before the block).
+    """
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.peak_bytes: int | None = None
+        self._reset = False
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        self._reset = reset_peak_rss()
+        self.start = rss_bytes()
+        return self
+
+    def sample(self) -> None:
+        """Update ``peak_bytes`` now (call it at the end of the block or at points of interest)."""
+        peak = peak_rss_bytes()
+        if self._reset and peak is not None and self.start is not None:
+            self.peak_bytes = max(self.peak_bytes or 0, peak - self.start)
+
+    def __exit__(self, *exc: object) -> None:
+        self.sample()
+
+
+def percent(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"

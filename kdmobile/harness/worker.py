@@ -1,0 +1,180 @@
+"""One bench measurement in its own process: load one artifact (or the teacher, or the eager student), run
+the evaluation set through it, time it interleaved with the same-run reference, record its peak memory.
+
+    python -m kdmobile.harness.worker JOB.json        # what `kdmobile bench` runs for every entry
+
+A process per entry keeps runtimes apart (thread pools, allocators), makes the peak-memory figure that of
+this entry alone, and stops one crashing runtime from taking the whole bench down. The job and the result
+are JSON files (``job["out"]/result.json``; logits go to ``logits.npy``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_SAMPLES = 3000  # per-run samples kept in the report per entry (evenly spaced in time)
+
+
+def _latency_dict(lat: Any) -> dict[str, Any]:
+    from kdmobile.harness.stats import summarize, thin
+
+    out = {
+        "summary": lat.summary(),
+        "samples_ms": thin(lat.samples_ms, MAX_SAMPLES),
+        "ratio_samples": thin(lat.ratios, MAX_SAMPLES),
+        "ratio_p50": lat.ratio_p50,
+        "rounds": lat.rounds,
+        "seconds": round(lat.seconds, 3),
+        "warmup_runs": lat.warmup_runs,
+    }
+    if lat.ref_samples_ms.size:
+        out["reference"] = summarize(lat.ref_samples_ms)
+    return out
+
+
+def _reference(job: dict[str, Any], eval_ids: np.ndarray, index: int) -> Any:
+    """The eager student on the timed example: the same-run reference every entry is divided by."""
+    import torch
+
+    from kdmobile.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(job["student_checkpoint"])
+    x = torch.from_numpy(np.ascontiguousarray(eval_ids[index : index + 1]))
+
+    def ref() -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    return model, ref
+
+
+def _timing(job: dict[str, Any]) -> dict[str, Any]:
+    t = job["timing"]
+    return {
+        "warmup_runs": int(t["warmup_runs"]),
+        "min_runs": int(t["min_runs"]),
+        "min_seconds": float(t["min_seconds"]),
+        "max_seconds": t.get("max_seconds"),
+    }
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job (see ``kdmobile.harness.bench``); never raises for a failing runtime: it reports it."""
+    import psutil
+    import torch
+
+    from kdmobile.checkpoint import read_metadata
+    from kdmobile.harness.tasks import get_bench_task
+    from kdmobile.harness.timing import PeakMemory, measure_latency, timed
+
+    threads = int(job["threads"])
+    torch.set_num_threads(threads)
+    out_dir = Path(job["out"])
+    task = get_bench_task(job["task"])
+    eval_set = task.eval_set(job["data"], read_metadata(job["student_checkpoint"]))
+    index = eval_set.latency_index
+    timing = _timing(job)
+    result: dict[str, Any] = {"status": "ok", "reason": None, "details": {}}
+    kind = job["kind"]
+
+    if kind == "student":
+        with PeakMemory() as mem:
+            (model, ref), load_ms = timed(lambda: _reference(job, eval_set.ids, index))
+            lat = measure_latency(ref, **timing)
+        with torch.inference_mode():
+            logits = model(torch.from_numpy(eval_set.ids)).numpy()  # the eager model is batch-independent
+        result.update(load_ms=load_ms, latency=_latency_dict(lat), peak_memory_bytes=mem.peak_bytes)
+        np.save(out_dir / "logits.npy", logits.astype(np.float32))
+
+    elif kind == "teacher":
+        _, ref = _reference(job, eval_set.ids, index)
+        with PeakMemory() as mem:  # load + batch-1 runs, like the artifacts
+            teacher, load_ms = timed(lambda: task.load_teacher(job["teacher"], eval_set, threads))
+            lat = measure_latency(teacher.call([index]), reference=ref, **timing)
+        logits = teacher.logits()
+        batch = min(int(job["server_batch"]), len(eval_set.texts))
+        server = measure_latency(
+            teacher.call(list(range(batch))),
+            warmup_runs=2,
+            min_runs=int(job["timing"].get("server_min_runs", 20)),
+            min_seconds=min(3.0, timing["min_seconds"]),
+        )
+        result.update(
+            load_ms=load_ms,
+            latency=_latency_dict(lat),
+            peak_memory_bytes=mem.peak_bytes,
+            size_bytes=teacher.size_bytes,
+            flops=teacher.flops([index]),
+            name=teacher.name,
+            path=teacher.path,
+        )
+        s = server.summary()
+        result["details"]["server_batch"] = {
+            "batch": batch,
+            "latency_ms": {k: s[k] for k in ("p50", "p90", "p99", "mean", "std", "n")},
+            "per_example_ms": s["p50"] / batch,
+        }
+        np.save(out_dir / "logits.npy", logits.astype(np.float32))
+
+    elif kind == "artifact":
+        from kdmobile.export import RuntimeUnavailable, discover, get_target
+
+        discover()
+        target = get_target(job["target"])
+        _, ref = _reference(job, eval_set.ids, index)
+        with PeakMemory() as mem:
+            try:
+                runtime, load_ms = timed(lambda: target.load(Path(job["artifact"]), threads=threads))
+            except RuntimeUnavailable as e:
+                return {**result, "status": "unavailable", "reason": e.reason}
+            except Exception as e:  # noqa: BLE001 - a failing runtime is a result, not a crash
+                return {**result, "status": "load_failed", "reason": f"{type(e).__name__}: {e}"}
+            specs = list(getattr(runtime, "inputs", []) or [])
+            dtype = np.dtype(specs[0].dtype) if specs else eval_set.ids.dtype
+            rows = eval_set.ids.astype(dtype)
+            try:
+                logits = np.concatenate([np.asarray(runtime(rows[i : i + 1])[0]) for i in range(len(rows))])
+                x = np.ascontiguousarray(rows[index : index + 1])
+                lat = measure_latency(lambda: runtime(x), reference=ref, **timing)
+            except Exception as e:  # noqa: BLE001
+                return {**result, "status": "run_failed", "reason": f"{type(e).__name__}: {e}"}
+        result.update(
+            load_ms=load_ms,
+            latency=_latency_dict(lat),
+            peak_memory_bytes=mem.peak_bytes,
+            input_dtype=str(dtype),
+        )
+        np.save(out_dir / "logits.npy", logits.astype(np.float32).reshape(len(rows), -1))
+    else:
+        raise ValueError(f"unknown job kind {kind!r}")
+    result["os_threads"] = psutil.Process().num_threads()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m kdmobile.harness.worker JOB.json", file=sys.stderr)
+        return 2
+    job = json.loads(Path(argv[0]).read_text())
+    out = Path(job["out"]) / "result.json"
+    try:
+        result = run_job(job)
+    except Exception as e:  # noqa: BLE001 - reported to the parent with the traceback
+        result = {"status": "run_failed", "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    from kdmobile.io import write_json
+
+    write_json(out, result)
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: some runtimes crash in their atexit handlers
+
+
+if __name__ == "__main__":
+    sys.exit(main())

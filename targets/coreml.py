@@ -1,0 +1,181 @@
+"""Core ML target: coremltools ML program (``.mlpackage``), converted from ``torch.export``.
+
+    kdmobile export build/email/student.safetensors --target coreml -o build/export
+
+- fp32: ``compute_precision=FLOAT32`` (asked for explicitly: close comparisons need it);
+- fp16: Core ML's default ML-program compute precision;
+- int8: the fp16 program with int8 weight compression (``coremltools.optimize.coreml``,
+  per-channel symmetric linear quantization of every weight with >= 512 elements).
+
+Integer inputs are int32 in Core ML (its multi-arrays have no int64). Prediction needs macOS: on any other
+system ``load`` raises ``RuntimeUnavailable`` with that reason and the artifact is only
+*conversion-validated*: its saved spec is loaded back and checked (ML program, input/output names, shapes,
+dtypes; int8: the weights really are stored as int8). On macOS it runs and is validated like the others.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdmobile.export.base import (
+    ArtifactRuntime,
+    ExportError,
+    ModelSpec,
+    RuntimeUnavailable,
+    Stage,
+    Target,
+    TensorSpec,
+    register_target,
+)
+
+# Core ML multi-array types (coremltools proto FeatureTypes_pb2.ArrayFeatureType) → numpy.
+_ARRAY_TYPES = {65568: "float32", 65600: "float64", 65552: "float16", 131104: "int32", 131080: "int8"}
+_INT_DTYPES = {"int64": "int32", "int32": "int32"}
+
+
+def _macos_reason() -> str:
+    return f"Core ML prediction needs macOS; this machine runs {platform.system()} {platform.machine()}"
+
+
+@register_target
+class CoreMLTarget(Target):
+    name = "coreml"
+    suffix = ".mlpackage"
+    runtime = "Core ML (macOS/iOS)"
+    requires = ("coremltools",)
+    packages = ("coremltools",)
+    precisions = ("fp32", "fp16", "int8")
+    is_dir_artifact = True
+
+    def export(self, model: Any, spec: ModelSpec, out: Path, precision: str) -> dict[str, Any]:
+        import torch
+
+        with self.stage(Stage.EXPORT):
+            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False).run_decompositions({})
+        with self.stage(Stage.LOWER):
+            import coremltools as ct
+
+            inputs = [
+                ct.TensorType(
+                    name=s.name, shape=s.shape, dtype=np.dtype(_INT_DTYPES.get(s.dtype, s.dtype)).type
+                )
+                for s in spec.inputs
+            ]
+            outputs = [ct.TensorType(name=s.name) for s in spec.outputs]
+            mlmodel = ct.convert(
+                ep,
+                convert_to="mlprogram",
+                inputs=inputs,
+                outputs=outputs,
+                compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+                minimum_deployment_target=ct.target.iOS16,
+            )
+            if precision == "int8":
+                import coremltools.optimize.coreml as cto
+
+                config = cto.OptimizationConfig(
+                    global_config=cto.OpLinearQuantizerConfig(
+                        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=512
+                    )
+                )
+                mlmodel = cto.linear_quantize_weights(mlmodel, config)
+        with self.stage(Stage.SERIALIZE):
+            mlmodel.short_description = f"kdmobile {spec.task} student ({precision})"
+            mlmodel.save(str(out))
+        with self.stage(Stage.LOAD):
+            checks = self.check_spec(out, spec, precision)
+        flavour = {"fp32": "mlprogram-fp32", "fp16": "mlprogram-fp16", "int8": "mlprogram-fp16-int8-weights"}[
+            precision
+        ]
+        return {"flavour": flavour, "spec_check": checks, "minimum_deployment_target": "iOS16"}
+
+    def check_spec(self, path: Path, spec: ModelSpec, precision: str) -> dict[str, Any]:
+        """Load the saved package's spec; names, shapes, dtypes and (int8) weight storage must be right."""
+        import coremltools as ct
+
+        mspec = ct.utils.load_spec(str(path))
+        problems = []
+        if mspec.WhichOneof("Type") != "mlProgram":
+            problems.append(f"not an ML program ({mspec.WhichOneof('Type')})")
+        ins, outs = self.inspect(path)
+        want_in = [TensorSpec(s.name, s.shape, _INT_DTYPES.get(s.dtype, s.dtype)) for s in spec.inputs]
+        if ins != want_in:
+            problems.append(f"inputs {ins} != expected {want_in}")
+        want_out = [TensorSpec(s.name, s.shape, s.dtype) for s in spec.outputs]
+        if [(o.name, o.shape) for o in outs] != [(o.name, o.shape) for o in want_out]:
+            problems.append(f"outputs {outs} != expected {want_out}")
+        if any(o.dtype not in ("float32", "float16") for o in outs):
+            problems.append(f"outputs are not floating point: {outs}")
+        ops = _op_counts(mspec)
+        if precision == "int8" and not any("dequantize" in op for op in ops):
+            problems.append("int8 weight compression left no dequantize ops: weights are not stored as int8")
+        if problems:
+            raise ExportError(Stage.LOAD, self.name, "spec check failed: " + "; ".join(problems))
+        return {
+            "inputs": [s.to_dict() for s in ins],
+            "outputs": [s.to_dict() for s in outs],
+            "spec_version": int(mspec.specificationVersion),
+            "ops": ops,
+        }
+
+    def runtime_availability(self) -> tuple[bool, str]:
+        ok, reason = self.availability()
+        if not ok:
+            return ok, reason
+        if platform.system() != "Darwin":
+            return False, _macos_reason()
+        return True, ""
+
+    def load(self, path: Path, threads: int = 1) -> CoreMLRuntime:
+        ok, reason = self.runtime_availability()
+        if not ok:
+            raise RuntimeUnavailable(reason)
+        return CoreMLRuntime(Path(path), self.inspect(path))
+
+    def inspect(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        import coremltools as ct
+
+        desc = ct.utils.load_spec(str(path)).description
+
+        def specs(features: Any) -> list[TensorSpec]:
+            out = []
+            for f in features:
+                arr = f.type.multiArrayType
+                out.append(
+                    TensorSpec(
+                        f.name,
+                        tuple(int(d) for d in arr.shape),
+                        _ARRAY_TYPES.get(arr.dataType, str(arr.dataType)),
+                    )
+                )
+            return out
+
+        return specs(desc.input), specs(desc.output)
+
+
+class CoreMLRuntime(ArtifactRuntime):
+    """``coremltools.models.MLModel.predict`` (macOS only)."""
+
+    def __init__(self, path: Path, io: tuple[list[TensorSpec], list[TensorSpec]]) -> None:
+        import coremltools as ct
+
+        self._model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        super().__init__(*io)
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        feeds = {s.name: x for s, x in zip(self.inputs, self.cast(inputs), strict=True)}
+        res = self._model.predict(feeds)
+        return [np.asarray(res[s.name], dtype=np.float32) for s in self.outputs]
+
+
+def _op_counts(mspec: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for fn in mspec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            for op in block.operations:
+                counts[op.type] = counts.get(op.type, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,291 @@
+"""ONNX for the browser: ``torch.onnx.export(dynamo=True)`` → single-file ``.onnx`` for onnxruntime-web (wasm).
+
+    kdmobile export build/email/student.safetensors --target onnx-web --bundle -o build/export
+
+- fp32: the dynamo exporter, saved as ONE file (no ``.onnx.data``: the browser fetches one URL).
+- int8: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, dynamic int8 activations for
+  MatMul; ``MatMulInteger``/``DynamicQuantizeLinear`` run in the wasm build), without the pre-processing
+  step (it failed on Transformers with the legacy exporter, RUNTIMES.md).
+- Checks against the web runtime: every node's (domain, op, opset) must have a CPU kernel in onnxruntime
+  (the wasm build compiles the same CPU kernels), and, when Node.js and ``demo_app/node_modules/
+  onnxruntime-web`` are present, the artifact is run in onnxruntime-web's own wasm build on every
+  validation sample and must meet the same tolerance (``details.wasm``).
+- ``load`` gives Python onnxruntime (CPU EP), the harness's runtime; ``--ort`` also writes ``.ort``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdmobile.export.base import ArtifactRuntime, ModelSpec, Stage, Target, TensorSpec, register_target
+
+REPO = Path(__file__).resolve().parents[1]
+_ORT_TYPES = {
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+}
+
+
+@register_target
+class OnnxWebTarget(Target):
+    name = "onnx-web"
+    suffix = ".onnx"
+    runtime = "onnxruntime-web (wasm)"
+    requires = ("onnx", "onnxscript", "onnxruntime")
+    packages = ("onnx", "onnxscript", "onnxruntime")
+    precisions = ("fp32", "int8")
+
+    def export(self, model: Any, spec: ModelSpec, out: Path, precision: str) -> dict[str, Any]:
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            with self.stage(Stage.EXPORT):
+                program = torch.onnx.export(
+                    model,
+                    spec.torch_example_inputs(),
+                    dynamo=True,
+                    input_names=spec.input_names,
+                    output_names=spec.output_names,
+                    verbose=False,
+                )
+            with self.stage(Stage.SERIALIZE):
+                program.save(str(fp32), external_data=False)
+                _single_file(fp32)
+            if precision == "int8":
+                with self.stage(Stage.LOWER):
+                    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                    q = Path(tmp) / "int8.onnx"
+                    quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8)
+                    _single_file(q)
+                    fp32 = q
+            with self.stage(Stage.LOWER):
+                ops = check_web_ops(fp32)
+            shutil.copyfile(fp32, out)
+        flavour = "quantize_dynamic-int8" if precision == "int8" else "fp32"
+        return {"flavour": flavour, "opset": ops["opset"], "ops": ops["ops"]}
+
+    def runtime_availability(self) -> tuple[bool, str]:
+        ok, reason = self.availability()
+        if not ok:
+            return ok, reason
+        ort_dir, why = onnxruntime_web_dir()
+        return True, "" if ort_dir else f"Python onnxruntime only; the wasm check is skipped: {why}"
+
+    def load(self, path: Path, threads: int = 1) -> OrtRuntime:
+        return OrtRuntime(Path(path), threads)
+
+    def inspect(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        import onnx
+
+        m = onnx.load(str(path), load_external_data=False)
+
+        def specs(values: Any) -> list[TensorSpec]:
+            out = []
+            for v in values:
+                t = v.type.tensor_type
+                shape = tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in t.shape.dim)
+                out.append(TensorSpec(v.name, shape, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name))
+            return out
+
+        return specs(m.graph.input), specs(m.graph.output)
+
+    def extra_validation(
+        self, path: Path, spec: ModelSpec, eager: dict[str, np.ndarray], precision: str
+    ) -> dict[str, Any]:
+        """Run the artifact in onnxruntime-web's wasm build (Node.js) on every validation sample."""
+        from kdmobile.export.validate import check, compare
+
+        ort_dir, reason = onnxruntime_web_dir()
+        if ort_dir is None:
+            return {"wasm": {"status": "skipped", "reason": reason}}
+        with self.stage(Stage.RUN):
+            outputs = run_in_wasm(path, spec, ort_dir)
+        stats, by_split = compare(spec, eager, outputs)
+        check(
+            stats, by_split, spec, eager, self.tolerance(precision), self.name, what="onnxruntime-web wasm: "
+        )
+        version = json.loads((ort_dir / "package.json").read_text())["version"]
+        return {
+            "wasm": {
+                "status": "ok",
+                "runtime": f"onnxruntime-web {version} wasm (Node.js {_node_version()})",
+                "error_stats": stats.to_dict(),
+                "error_stats_by_split": {k: v.to_dict() for k, v in by_split.items()},
+            }
+        }
+
+    def write_ort(self, onnx_path: Path, out: Path) -> Path:
+        """Convert to the ``.ort`` format (onnxruntime-web loads it too)."""
+        import onnxruntime as ort
+
+        with self.stage(Stage.SERIALIZE):
+            so = ort.SessionOptions()
+            so.optimized_model_filepath = str(out)
+            so.add_session_config_entry("session.save_model_format", "ORT")
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        return out
+
+
+class OrtRuntime(ArtifactRuntime):
+    """Python onnxruntime, CPU execution provider, ``threads`` intra-op threads."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
+        self._names = [i.name for i in ins]
+        super().__init__(
+            [TensorSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in ins],
+            [TensorSpec(o.name, tuple(o.shape), _ORT_TYPES.get(o.type, o.type)) for o in outs],
+        )
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        return self._sess.run(None, dict(zip(self._names, self.cast(inputs), strict=True)))
+
+
+def _single_file(path: Path) -> None:
+    """Fold any external data back into the file; the browser bundle must be one file per model."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=True)
+    has_external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer) or any(
+        p.name != path.name for p in path.parent.glob(path.name + "*") if p != path
+    )
+    if has_external:
+        onnx.save(m, str(path), save_as_external_data=False)
+        for p in path.parent.glob(path.name + ".*"):
+            p.unlink()
+    onnx.checker.check_model(str(path))
+
+
+def check_web_ops(path: Path) -> dict[str, Any]:
+    """Every node must have a CPU kernel for its opset in onnxruntime (the kernels the wasm build compiles).
+
+    Raises ``UnsupportedOpError`` naming the first op without one.
+    """
+    import onnx
+    from onnxruntime.capi import _pybind_state as C
+
+    from kdmobile.export.base import UnsupportedOpError
+
+    m = onnx.load(str(path), load_external_data=False)
+    opsets = {(o.domain or "ai.onnx"): o.version for o in m.opset_import}
+    kernels: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for k in C.get_all_opkernel_def():
+        if k.provider != "CPUExecutionProvider":
+            continue
+        lo, hi = k.version_range
+        kernels.setdefault((k.domain or "ai.onnx", k.op_name), []).append((lo, hi))
+    ops = sorted({((n.domain or "ai.onnx"), n.op_type) for n in m.graph.node})
+    for domain, op in ops:
+        version = opsets.get(domain, 1)
+        ranges = kernels.get((domain, op), [])
+        if not any(lo <= version <= hi for lo, hi in ranges):
+            raise UnsupportedOpError(
+                "onnx-web",
+                f"{domain}::{op}",
+                f"no onnxruntime (wasm) kernel for {domain}::{op} at opset {version}",
+                Stage.LOWER,
+            )
+    return {"opset": opsets.get("ai.onnx"), "ops": [f"{d}::{o}" if d != "ai.onnx" else o for d, o in ops]}
+
+
+def onnxruntime_web_dir() -> tuple[Path | None, str]:
+    """(onnxruntime-web package folder, reason when absent). ``KDMOBILE_ORT_WEB`` overrides the path."""
+    if shutil.which("node") is None:
+        return None, "Node.js not found: install nodejs to run the artifact in onnxruntime-web's wasm build"
+    d = Path(os.environ.get("KDMOBILE_ORT_WEB", REPO / "demo_app" / "node_modules" / "onnxruntime-web"))
+    if not (d / "dist" / "ort.wasm.min.mjs").is_file():
+        return (
+            None,
+            f"onnxruntime-web not installed at {d} (run `make setup`, which runs npm ci in demo_app/)",
+        )
+    return d, ""
+
+
+def _node_version() -> str:
+    return subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+# Runs every sample through onnxruntime-web's wasm backend; inputs/outputs as raw little-endian files.
+_WASM_RUNNER = r"""
+import fs from 'node:fs';
+import { pathToFileURL } from 'node:url';
+const [,, ortFile, modelPath, jobPath] = process.argv;
+const ort = await import(pathToFileURL(ortFile).href);
+ort.env.wasm.numThreads = 1;
+const job = JSON.parse(fs.readFileSync(jobPath, 'utf8'));
+const sess = await ort.InferenceSession.create(new Uint8Array(fs.readFileSync(modelPath)), { executionProviders: ['wasm'] });
+const ARR = { int64: BigInt64Array, int32: Int32Array, float32: Float32Array };
+const inputs = job.inputs.map((s) => {
+  const buf = fs.readFileSync(s.file);
+  return { ...s, data: new ARR[s.dtype](buf.buffer, buf.byteOffset, buf.byteLength / ARR[s.dtype].BYTES_PER_ELEMENT) };
+});
+const per = inputs.map((s) => s.shape.reduce((a, b) => a * b, 1));
+const chunks = [];
+for (let k = 0; k < job.n; k++) {
+  const feeds = {};
+  inputs.forEach((s, i) => { feeds[s.name] = new ort.Tensor(s.dtype, s.data.slice(k * per[i], (k + 1) * per[i]), s.shape); });
+  const res = await sess.run(feeds);
+  chunks.push(Float32Array.from(res[sess.outputNames[0]].data));
+}
+const total = chunks.reduce((a, c) => a + c.length, 0);
+const flat = new Float32Array(total);
+let off = 0;
+for (const c of chunks) { flat.set(c, off); off += c.length; }
+fs.writeFileSync(job.output, Buffer.from(flat.buffer));
+"""
+
+
+def run_in_wasm(path: Path, spec: ModelSpec, ort_dir: Path, timeout: float = 300.0) -> dict[str, np.ndarray]:
+    """Outputs of the ``.onnx`` at ``path`` in onnxruntime-web's wasm build, per validation split."""
+    outputs: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = Path(tmp) / "run.mjs"
+        runner.write_text(_WASM_RUNNER)
+        for split, samples in spec.validation.items():
+            n = len(samples[0])
+            job: dict[str, Any] = {"n": n, "inputs": [], "output": str(Path(tmp) / f"{split}.out")}
+            for s, x in zip(spec.inputs, samples, strict=True):
+                f = Path(tmp) / f"{split}.{s.name}.bin"
+                np.ascontiguousarray(x.astype(s.dtype)).tofile(f)
+                job["inputs"].append(
+                    {"name": s.name, "dtype": s.dtype, "shape": list(s.shape), "file": str(f)}
+                )
+            (Path(tmp) / "job.json").write_text(json.dumps(job))
+            proc = subprocess.run(
+                [
+                    "node",
+                    str(runner),
+                    str(ort_dir / "dist" / "ort.wasm.min.mjs"),
+                    str(path),
+                    str(Path(tmp) / "job.json"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"onnxruntime-web (wasm) failed: {proc.stderr.strip()[-800:]}")
+            outputs[split] = np.fromfile(job["output"], dtype=np.float32).reshape(
+                (n, *spec.outputs[0].shape[1:])
+            )
+    return outputs

@@ -1,0 +1,149 @@
+"""TFLite / LiteRT target: litert-torch conversion to ``.tflite``, run with ai-edge-litert's interpreter.
+
+    kdmobile export build/email/student.safetensors --target tflite -o build/export
+
+- fp32: ``litert_torch.convert(model, sample).export(path)``. int64 inputs become int32 in the file.
+- int8 (dynamic-range): the fp32 model quantized by ai-edge-quantizer's ``dynamic_wi8_afp32`` recipe
+  (int8 weights, including the embedding table; float activations). litert-torch's own PT2E dynamic
+  quantizer converts too, but the interpreter refuses its embedding (``EMBEDDING_LOOKUP failed to
+  prepare``, RUNTIMES.md), so it is not used.
+- int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
+  and activations, calibrated on real samples). Its output tensor is int8; the runtime dequantizes it with
+  the tensor's own scale and zero point.
+
+The flavour actually written is recorded in the metadata (``flavour``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdmobile.export.base import ArtifactRuntime, ModelSpec, Stage, Target, TensorSpec, register_target
+
+
+@register_target
+class TFLiteTarget(Target):
+    name = "tflite"
+    suffix = ".tflite"
+    runtime = "ai-edge-litert interpreter"
+    requires = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
+    packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+    precisions = ("fp32", "int8", "int8-full")
+
+    def export(self, model: Any, spec: ModelSpec, out: Path, precision: str) -> dict[str, Any]:
+        example = spec.torch_example_inputs()
+        if precision == "int8-full":
+            return self._export_full_integer(model, spec, out)
+        with self.stage(Stage.EXPORT), _quiet():
+            import litert_torch
+
+            edge = litert_torch.convert(model, example)
+        if precision == "fp32":
+            with self.stage(Stage.SERIALIZE), _quiet():
+                edge.export(str(out))
+            return {"flavour": "fp32"}
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fp32.tflite"
+            with self.stage(Stage.SERIALIZE), _quiet():
+                edge.export(str(fp32))
+            with self.stage(Stage.LOWER), _quiet():
+                from ai_edge_quantizer import quantizer, recipe
+
+                qt = quantizer.Quantizer(str(fp32))
+                qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+                result = qt.quantize()
+            with self.stage(Stage.SERIALIZE):
+                out.write_bytes(bytes(result.quantized_model))
+        return {"flavour": "dynamic-range-int8 (ai-edge-quantizer dynamic_wi8_afp32)"}
+
+    def _export_full_integer(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
+        import torch
+
+        example = spec.torch_example_inputs()
+        with self.stage(Stage.EXPORT), _quiet():
+            import litert_torch
+            from litert_torch.quantize import pt2e_quantizer
+            from litert_torch.quantize.quant_config import QuantConfig
+            from torchao.quantization.pt2e import quantize_pt2e
+
+            quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+                pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+            )
+            prepared = quantize_pt2e.prepare_pt2e(torch.export.export(model, example).module(), quantizer)
+            with torch.no_grad():
+                for sample in spec.calibration_samples():
+                    prepared(*(torch.from_numpy(np.ascontiguousarray(x)) for x in sample))
+            converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        with self.stage(Stage.LOWER), _quiet():
+            edge = litert_torch.convert(
+                converted, example, quant_config=QuantConfig(pt2e_quantizer=quantizer)
+            )
+        with self.stage(Stage.SERIALIZE), _quiet():
+            edge.export(str(out))
+        return {"flavour": "full-integer-int8 (litert-torch PT2E static)"}
+
+    def load(self, path: Path, threads: int = 1) -> TFLiteRuntime:
+        return TFLiteRuntime(Path(path), threads)
+
+    def inspect(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        rt = TFLiteRuntime(Path(path), 1)
+        return rt.inputs, rt.outputs
+
+
+class TFLiteRuntime(ArtifactRuntime):
+    """ai-edge-litert ``Interpreter`` on the file; quantized outputs are dequantized to float32."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._it = Interpreter(model_path=str(path), num_threads=int(threads))
+        self._it.allocate_tensors()
+        ins, outs = self._it.get_input_details(), self._it.get_output_details()
+        self._in_idx = [d["index"] for d in ins]
+        self._out = [(d["index"], d.get("quantization", (0.0, 0))) for d in outs]
+        super().__init__(
+            [_spec(d) for d in ins],
+            [
+                TensorSpec(_name(d["name"]), tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
+                for d in outs
+            ],
+        )
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        for idx, x in zip(self._in_idx, self.cast(inputs), strict=True):
+            self._it.set_tensor(idx, x)
+        self._it.invoke()
+        res = []
+        for idx, (scale, zero) in self._out:
+            y = self._it.get_tensor(idx)
+            if scale and y.dtype != np.float32:
+                y = (y.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+            res.append(np.array(y, copy=True))
+        return res
+
+
+def _name(raw: str) -> str:
+    # "serving_default_args_0:0" → "args_0"
+    name = raw.split(":")[0]
+    return name.removeprefix("serving_default_")
+
+
+def _spec(d: dict[str, Any]) -> TensorSpec:
+    return TensorSpec(_name(d["name"]), tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """litert-torch prints a progress tree to stdout for every conversion; keep the CLI output readable."""
+    if os.environ.get("KDMOBILE_VERBOSE"):
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
