@@ -26,7 +26,8 @@ const state = {
   meta: null,
   tokenizer: null,
   replies: new Map(), // intent id -> {replies, description}
-  samples: [], // {id, title, text, teacher: [{intent, prob}] | null}
+  samples: [], // the picker: {id, title, text, teacher: [{intent, prob}] | null}
+  teacherSamples: [], // the teacher panel: the pipeline's samples that carry the teacher's top-3
   teacherName: null,
   precision: "fp32",
   buffers: {}, // precision -> Uint8Array (fetched once, so switching works offline)
@@ -34,7 +35,7 @@ const state = {
   timings: { fp32: [], int8: [] },
   runChain: Promise.resolve(),
   seq: 0,
-  activeSample: null,
+  teacherError: null,
 };
 
 // Read by the browser tests; the page itself never reads it.
@@ -120,21 +121,35 @@ function normaliseTop(entry) {
   return out.every((t) => typeof t.intent === "string" && typeof t.prob === "number") ? out : null;
 }
 
+const GREETING = /^(hi|hello|hey|dear|good (morning|afternoon|evening)|greetings|to whom)\b.{0,40},?$/i;
+
+/** A short title for an email without one: its subject, else its first line that is not a greeting. */
+function deriveTitle(text, fallback) {
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+  const subject = lines.find((l) => /^subject:/i.test(l));
+  let t = subject ? subject.replace(/^subject:\s*((re|fwd?):\s*)*/i, "") : lines.find((l) => !GREETING.test(l)) || "";
+  t = t.replace(/^(hi|hello|hey|dear)\b[^,]{0,30},\s*/i, "");
+  if (!t) return fallback;
+  const cps = [...t];
+  if (cps.length > 34) t = cps.slice(0, 34).join("").replace(/\s+\S*$/, "") + "…";
+  return t.charAt(0).toUpperCase() + t.slice(1);
+}
+
+/**
+ * The picker shows the curated samples.json; the teacher panel shows every sample of
+ * teacher_predictions.json (a curated sample there, matched by id or text, keeps its title).
+ */
 function buildSamples(local, teacher) {
-  const byId = new Map(local.map((s) => [s.id, s]));
-  const byText = new Map(local.map((s) => [s.text, s]));
-  const fromTeacher = teacher && Array.isArray(teacher.samples) ? teacher.samples : [];
-  if (fromTeacher.length) {
-    // The bundle's samples are the ones the teacher saw: show exactly those.
-    return fromTeacher
-      .filter((t) => typeof t.text === "string")
-      .map((t, i) => {
-        const mine = byId.get(t.id) || byText.get(t.text);
-        const title = t.title || (mine && mine.title) || t.id || `Sample ${i + 1}`;
-        return { id: String(t.id ?? i), title, text: t.text, teacher: normaliseTop(t) };
-      });
-  }
-  return local.map((s) => ({ ...s, teacher: null }));
+  const fromTeacher = (teacher && Array.isArray(teacher.samples) ? teacher.samples : [])
+    .filter((t) => typeof t.text === "string" && normaliseTop(t))
+    .map((t, i) => {
+      const mine = local.find((s) => s.id === t.id || s.text === t.text);
+      const title = t.title || (mine && mine.title) || deriveTitle(t.text, `Sample ${i + 1}`);
+      return { id: `t${i}`, title, text: t.text, teacher: normaliseTop(t) };
+    });
+  const byText = new Map(fromTeacher.map((t) => [t.text, t.teacher]));
+  const picker = local.map((s) => ({ ...s, id: String(s.id), teacher: byText.get(s.text) || null }));
+  return { picker: picker.length ? picker : fromTeacher, panel: fromTeacher };
 }
 
 async function loadModelBytes(precision) {
@@ -231,7 +246,6 @@ function renderChips(top) {
       const chip = el("button", "chip");
       chip.type = "button";
       chip.dataset.intent = intent;
-      chip.dataset.reply = reply;
       chip.setAttribute("aria-label", `${reply} (${intentLabel(intent)}, ${formatPct(prob)} confidence)`);
       const bar = el("span", "chip-bar");
       const fill = el("span", "chip-fill");
@@ -280,28 +294,37 @@ function renderCharCount(text) {
   count.classList.toggle("warn", n > maxChars);
 }
 
-function chipRow(label, top, other) {
-  const row = el("div", "trow");
-  row.append(el("span", "trow-label", label));
-  const list = el("span", "tchips");
-  const otherIntents = new Set(other.map((t) => t.intent));
-  for (const { intent, prob } of top) {
-    const c = el("span", otherIntents.has(intent) ? "tchip match" : "tchip");
-    c.dataset.intent = intent;
-    c.append(el("span", "", intentLabel(intent)), el("span", "tchip-p", formatPct(prob)));
-    list.append(c);
+/** Teacher and student top-3 side by side, rank by rank; an intent both have is highlighted. */
+function compareGrid(teacher, student) {
+  const grid = el("div", "tgrid");
+  grid.append(el("span", ""), el("span", "tgrid-head", "Teacher"), el("span", "tgrid-head", "Student"));
+  const cell = (t, other, role) => {
+    const c = el("span", other.has(t.intent) ? "tchip match" : "tchip");
+    c.dataset.intent = t.intent;
+    c.dataset.role = role;
+    c.title = `${intentLabel(t.intent)}: ${formatPct(t.prob)}`;
+    c.append(el("span", "tchip-name", intentLabel(t.intent)), el("span", "tchip-p", formatPct(t.prob)));
+    return c;
+  };
+  const tSet = new Set(teacher.map((t) => t.intent));
+  const sSet = new Set(student.map((t) => t.intent));
+  for (let r = 0; r < Math.max(teacher.length, student.length); r++) {
+    grid.append(el("span", "tgrid-rank", String(r + 1)));
+    grid.append(teacher[r] ? cell(teacher[r], sSet, "teacher") : el("span", ""));
+    grid.append(student[r] ? cell(student[r], tSet, "student") : el("span", ""));
   }
-  row.append(list);
-  return row;
+  return grid;
 }
 
 async function renderTeacher() {
   const list = $("teacher");
-  const withTeacher = state.samples.filter((s) => s.teacher);
+  const withTeacher = state.teacherSamples;
   if (!withTeacher.length) {
+    const why = state.teacherError
+      ? `teacher_predictions.json could not be read: ${state.teacherError}`
+      : "teacher_predictions.json is missing; make demo produces it";
     list.replaceChildren(
-      el("li", "muted unavailable", "Precomputed teacher suggestions are unavailable for this bundle " +
-        "(teacher_predictions.json is missing). Run make demo to produce them."),
+      el("li", "muted unavailable", `Precomputed teacher suggestions are unavailable for this bundle (${why}).`),
     );
     $("teacher-summary").textContent = "";
     return;
@@ -317,12 +340,13 @@ async function renderTeacher() {
     overlap += student.filter((t) => teacherSet.has(t.intent)).length;
     const li = el("li", "titem");
     li.dataset.sample = s.id;
+    li.dataset.text = s.text;
     li.dataset.agree = String(same);
     const head = el("button", "titem-head");
     head.type = "button";
     head.append(el("span", "titem-title", s.title), el("span", same ? "pill ok" : "pill diff", same ? "agrees" : "differs"));
     head.addEventListener("click", () => selectSample(s));
-    li.append(head, chipRow("Teacher", s.teacher.slice(0, TOP_K), student), chipRow("Student", student, s.teacher));
+    li.append(head, compareGrid(s.teacher.slice(0, TOP_K), student));
     items.push(li);
   }
   list.replaceChildren(...items);
@@ -334,11 +358,12 @@ async function renderTeacher() {
 }
 
 function highlightSample() {
+  const text = $("email").value;
   for (const b of $("samples").querySelectorAll("button")) {
-    b.setAttribute("aria-pressed", String(state.activeSample !== null && b.dataset.sample === state.activeSample));
+    b.setAttribute("aria-pressed", String(b.dataset.text === text));
   }
   for (const li of $("teacher").querySelectorAll("li[data-sample]")) {
-    li.classList.toggle("current", li.dataset.sample === state.activeSample);
+    li.classList.toggle("current", li.dataset.text === text);
   }
 }
 
@@ -349,6 +374,7 @@ function renderSamples() {
       const b = el("button", "sample", s.title);
       b.type = "button";
       b.dataset.sample = s.id;
+      b.dataset.text = s.text;
       b.addEventListener("click", () => selectSample(s));
       return b;
     }),
@@ -382,18 +408,14 @@ async function predictNow() {
 
 let debounceTimer = 0;
 function onType() {
-  const text = $("email").value;
-  const sample = state.samples.find((s) => s.text === text);
-  state.activeSample = sample ? sample.id : null;
   highlightSample();
-  renderCharCount(text);
+  renderCharCount($("email").value);
   clearTimeout(debounceTimer);
   debounceTimer = setTimeout(predictNow, DEBOUNCE_MS);
 }
 
 function selectSample(s) {
   $("email").value = s.text;
-  state.activeSample = s.id;
   highlightSample();
   clearTimeout(debounceTimer);
   predictNow();
@@ -430,7 +452,10 @@ async function main() {
     const [tokenizer, replies, teacher, local] = await Promise.all([
       fetchJSON("tokenizer.json"),
       fetchJSON("replies.json"),
-      fetchJSON("teacher_predictions.json", { optional: true }),
+      fetchJSON("teacher_predictions.json", { optional: true }).catch((e) => {
+        state.teacherError = String(e.message || e); // the panel says why; the student still works
+        return null;
+      }),
       fetch("samples.json").then((r) => (r.ok ? r.json() : { samples: [] })),
     ]);
     prepareConfig(tokenizer); // throws a clear error for a bad tokenizer.json
@@ -438,7 +463,9 @@ async function main() {
     validateBundle(meta, tokenizer, state.replies);
     state.meta = meta;
     state.tokenizer = tokenizer;
-    state.samples = buildSamples(local.samples || [], teacher);
+    const samples = buildSamples(local.samples || [], teacher);
+    state.samples = samples.picker;
+    state.teacherSamples = samples.panel;
     state.teacherName = teacher && teacher.teacher;
     if (state.teacherName) {
       $("teacher-note").textContent =

@@ -1,6 +1,7 @@
 """Serve the browser demo locally: 127.0.0.1 only, with the headers multi-threaded wasm needs.
 
     .venv/bin/python -m kdmobile.serve demo_app --port 8000        # what `make serve` runs
+    .venv/bin/python -m kdmobile.serve demo_app --screenshot docs/demo.png   # the README's picture
 
 URL layout (the page uses only these paths, all same-origin, no CDN):
 
@@ -197,6 +198,60 @@ def serving(
         stop()
 
 
+def screenshot(
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    models: str | os.PathLike[str] | None = None,
+    width: int = 1280,
+    height: int = 900,
+    sample: int = 0,
+    chip: int | None = 0,
+) -> Path:
+    """Serve the demo, open it in headless Debian chromium, pick a sample, click a chip, save a PNG.
+
+    Args:
+        root: the app directory (``demo_app``).
+        out: PNG path (written atomically).
+        models: the web bundle (default :func:`default_models_dir`).
+        width, height: the viewport in CSS pixels (390 x 844 for a phone).
+        sample: index of the sample email to pick.
+        chip: index of the suggestion to click (fills the reply box), or None.
+
+    Raises:
+        UsageError: chromium or Playwright is missing, or the page reports an error (its message is given).
+    """
+    from kdmobile.harness.browser import BrowserUnavailable, chromium_context
+    from kdmobile.io import atomic_path
+
+    out = Path(out)
+    try:
+        with serving(root, models=models) as url, chromium_context() as ctx:
+            page = ctx.new_page()
+            page.set_viewport_size({"width": width, "height": height})
+            page.goto(url + "/")
+            page.wait_for_function(
+                "() => ['ready', 'error'].includes(window.kdmobileDemo && window.kdmobileDemo.state)"
+            )
+            error = page.evaluate("window.kdmobileDemo.error")
+            if error:
+                raise UsageError(f"the demo page reports: {error}")
+            page.locator("#samples button").nth(sample).click()
+            text = page.locator("#email").input_value()
+            page.wait_for_function(
+                "(t) => window.kdmobileDemo.last && window.kdmobileDemo.last.text === t", arg=text
+            )
+            if chip is not None:
+                page.locator("#chips .chip").nth(chip).click()
+                page.wait_for_timeout(1000)  # let the reply box highlight fade
+            page.mouse.move(0, 0)
+            with atomic_path(out) as tmp:
+                page.screenshot(path=str(tmp), type="png")
+    except (BrowserUnavailable, ImportError) as e:
+        raise UsageError(f"cannot take a screenshot: {e}") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kdmobile.serve",
@@ -208,6 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         "--models", default=None, help=f"web bundle served at /models/ (default: {DEFAULT_BUNDLE})"
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        default=None,
+        help="instead of serving: open the demo in headless chromium, pick the first sample, save a PNG",
+    )
+    parser.add_argument(
+        "--size", default="1280x900", help="viewport for --screenshot, WxH (default 1280x900)"
+    )
     args = parser.parse_args(argv)
     try:
         root = Path(args.root)
@@ -218,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--models {models}: no such directory")
         if not (models / "meta.json").is_file():
             raise UsageError(f"no model bundle at {models} (meta.json missing): run `make demo` first")
+        if args.screenshot:
+            try:
+                w, h = (int(v) for v in args.size.lower().split("x"))
+            except ValueError:
+                raise UsageError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 390x844") from None
+            path = screenshot(root, args.screenshot, models=models, width=w, height=h)
+            print(f"kdmobile demo: screenshot {path}")
+            return 0
         url, stop = serve(root, args.port, models=models, quiet=not args.verbose)
     except UsageError as e:
         print(f"kdmobile serve: error: {e}", file=sys.stderr)

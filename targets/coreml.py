@@ -51,7 +51,9 @@ class CoreMLTarget(Target):
     precisions = ("fp32", "fp16", "int8")
     is_dir_artifact = True
 
-    def export(self, model: Any, spec: ModelSpec, out: Path, precision: str) -> dict[str, Any]:
+    def export(
+        self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
+    ) -> dict[str, Any]:
         import torch
 
         with self.stage(Stage.EXPORT):

@@ -4,7 +4,12 @@
 
 - fp32: the eager graph lowered to XNNPACK; ops XNNPACK does not take stay on the portable CPU kernels.
 - int8: PT2E static quantization with ``XNNPACKQuantizer`` (per-channel symmetric weights, int8
-  activations), calibrated on real samples, then lowered the same way.
+  activations), calibrated on real samples, then lowered the same way. If that artifact fails validation,
+  the runner falls back to the quantizer's dynamic mode (int8 weights, activations quantized per call,
+  no calibration); the static attempt's numbers stay in ``details.attempts`` and the flavour says which.
+  On the email student static int8 sits right at the 98% top-1 bar (97.5-98.8% on real held-out emails
+  depending on the calibration set: generated emails calibrate ranges the hand-written ones exceed);
+  dynamic keeps 99.7%.
 
 The details record delegated vs non-delegated operators; every op left on the portable path is listed
 under ``portable_ops`` and flagged in the summary. Threads are set before loading (changing them after a
@@ -46,14 +51,20 @@ class ExecuTorchTarget(Target):
     packages = ("executorch", "torchao")
     precisions = ("fp32", "int8")
 
-    def export(self, model: Any, spec: ModelSpec, out: Path, precision: str) -> dict[str, Any]:
+    def variants(self, precision: str) -> tuple[str | None, ...]:
+        return ("static", "dynamic") if precision == "int8" else (None,)
+
+    def export(
+        self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
+    ) -> dict[str, Any]:
         import torch
 
         example = spec.torch_example_inputs()
+        dynamic = variant == "dynamic"
         with self.stage(Stage.EXPORT):
             ep = torch.export.export(model, example, strict=False)
             if precision == "int8":
-                ep = self._quantize(ep, spec)
+                ep = self._quantize(ep, spec, dynamic)
         with self.stage(Stage.LOWER):
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
@@ -64,10 +75,12 @@ class ExecuTorchTarget(Target):
             program = edge.to_executorch()
             with open(out, "wb") as f:
                 program.write_to_file(f)
-        flavour = "xnnpack-pt2e-static-int8" if precision == "int8" else "xnnpack-fp32"
+        flavour = "xnnpack-fp32"
+        if precision == "int8":
+            flavour = "xnnpack-pt2e-dynamic-int8" if dynamic else "xnnpack-pt2e-static-int8"
         return {"flavour": flavour, "delegation": delegation, "portable_ops": delegation["portable_ops"]}
 
-    def _quantize(self, ep: Any, spec: ModelSpec) -> Any:
+    def _quantize(self, ep: Any, spec: ModelSpec, dynamic: bool) -> Any:
         import torch
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -75,10 +88,11 @@ class ExecuTorchTarget(Target):
         )
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        prepared = prepare_pt2e(ep.module(), quantizer)
+        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+        prepared = prepare_pt2e(ep.module(), XNNPACKQuantizer().set_global(config))
+        samples = spec.calibration_samples() if not dynamic else [spec.example_inputs()]
         with torch.no_grad():
-            for sample in spec.calibration_samples():
+            for sample in samples:
                 prepared(*(torch.from_numpy(np.ascontiguousarray(x)) for x in sample))
         converted = convert_pt2e(prepared)
         return torch.export.export(converted, spec.torch_example_inputs(), strict=False)

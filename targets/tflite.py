@@ -4,7 +4,8 @@
 
 - fp32: ``litert_torch.convert(model, sample).export(path)``. int64 inputs become int32 in the file.
 - int8 (dynamic-range): the fp32 model quantized by ai-edge-quantizer's ``dynamic_wi8_afp32`` recipe
-  (int8 weights, including the embedding table; float activations). litert-torch's own PT2E dynamic
+  (int8 weights, including the embedding table; float activations). If that misses the tolerance, the
+  fallback quantizes the fully connected layers only and keeps the embedding table float32. litert-torch's own PT2E dynamic
   quantizer converts too, but the interpreter refuses its embedding (``EMBEDDING_LOOKUP failed to
   prepare``, RUNTIMES.md), so it is not used.
 - int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
@@ -36,15 +37,20 @@ class TFLiteTarget(Target):
     requires = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
     packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
     precisions = ("fp32", "int8", "int8-full")
+    # Full-integer is opt-in (--precision int8-full): on the email student's real held-out emails it kept
+    # 97.8% top-1, under the int8 bar, while dynamic-range kept 98.8%.
+    default_precisions = ("fp32", "int8")
 
-    def export(self, model: Any, spec: ModelSpec, out: Path, precision: str) -> dict[str, Any]:
+    def export(
+        self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
+    ) -> dict[str, Any]:
         example = spec.torch_example_inputs()
         if precision == "int8-full":
             return self._export_full_integer(model, spec, out)
         with self.stage(Stage.EXPORT), _quiet():
             import litert_torch
 
-            edge = litert_torch.convert(model, example)
+            edge = litert_torch.convert(model, sample_kwargs=_kwargs(spec, example))
         if precision == "fp32":
             with self.stage(Stage.SERIALIZE), _quiet():
                 edge.export(str(out))
@@ -57,10 +63,22 @@ class TFLiteTarget(Target):
                 from ai_edge_quantizer import quantizer, recipe
 
                 qt = quantizer.Quantizer(str(fp32))
-                qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+                if variant == "fc":
+                    from ai_edge_quantizer import recipe_manager
+                    from ai_edge_quantizer.qtyping import TFLOperationName
+
+                    rm = recipe_manager.RecipeManager()
+                    rm.add_dynamic_config(
+                        regex=".*", operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=8
+                    )
+                    qt.load_quantization_recipe(rm.get_quantization_recipe())
+                else:
+                    qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
                 result = qt.quantize()
             with self.stage(Stage.SERIALIZE):
                 out.write_bytes(bytes(result.quantized_model))
+        if variant == "fc":
+            return {"flavour": "dynamic-range-int8 fully-connected only, fp32 embedding (ai-edge-quantizer)"}
         return {"flavour": "dynamic-range-int8 (ai-edge-quantizer dynamic_wi8_afp32)"}
 
     def _export_full_integer(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
@@ -108,13 +126,8 @@ class TFLiteRuntime(ArtifactRuntime):
         ins, outs = self._it.get_input_details(), self._it.get_output_details()
         self._in_idx = [d["index"] for d in ins]
         self._out = [(d["index"], d.get("quantization", (0.0, 0))) for d in outs]
-        super().__init__(
-            [_spec(d) for d in ins],
-            [
-                TensorSpec(_name(d["name"]), tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
-                for d in outs
-            ],
-        )
+        names = _signature_names(self._it)
+        super().__init__([_spec(d, names) for d in ins], [_spec(d, names) for d in outs])
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         for idx, x in zip(self._in_idx, self.cast(inputs), strict=True):
@@ -129,14 +142,24 @@ class TFLiteRuntime(ArtifactRuntime):
         return res
 
 
-def _name(raw: str) -> str:
-    # "serving_default_args_0:0" → "args_0"
-    name = raw.split(":")[0]
-    return name.removeprefix("serving_default_")
+def _kwargs(spec: ModelSpec, example: tuple[Any, ...]) -> dict[str, Any]:
+    """Sample inputs by name, so the ``.tflite`` signature's inputs carry the model's input names."""
+    return dict(zip(spec.input_names, example, strict=True))
 
 
-def _spec(d: dict[str, Any]) -> TensorSpec:
-    return TensorSpec(_name(d["name"]), tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
+def _signature_names(it: Any) -> dict[int, str]:
+    """Tensor index → signature name (``ids``, ``output_0``) of the default signature, when it has one."""
+    try:
+        runner = it.get_signature_runner()
+        details = {**runner.get_input_details(), **runner.get_output_details()}
+        return {int(d["index"]): name for name, d in details.items()}
+    except Exception:  # noqa: BLE001 - a model without signatures keeps its tensor names
+        return {}
+
+
+def _spec(d: dict[str, Any], names: dict[int, str]) -> TensorSpec:
+    name = names.get(int(d["index"]), d["name"])
+    return TensorSpec(name, tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name)
 
 
 @contextlib.contextmanager

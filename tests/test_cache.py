@@ -1,6 +1,6 @@
 """The teacher-output cache: build, reuse, stale key, corrupt files, top-k reconstruction, cache == online.
 
-    .venv/bin/python -m pytest tests/test_cache.py -q
+.venv/bin/python -m pytest tests/test_cache.py -q
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from kdmobile.distill import (
 )
 from kdmobile.errors import UsageError
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Two cores are shared: one intra-op thread avoids oversubscription (and keeps runs deterministic)."""
@@ -30,7 +31,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
 
 
 class Toy:
@@ -45,7 +45,11 @@ class Toy:
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict:
-        return {"student": (self.x[i] * 2,), "teacher": (self.x[i],), "label": int(self.y[i]) if i % 4 else -1}
+        return {
+            "student": (self.x[i] * 2,),
+            "teacher": (self.x[i],),
+            "label": int(self.y[i]) if i % 4 else -1,
+        }
 
 
 class CountingTeacher(nn.Module):
@@ -61,7 +65,9 @@ class CountingTeacher(nn.Module):
 
 
 def build(path, teacher, data, **kw):
-    return TeacherCache.open_or_build(path, teacher, data, batch_size=32, progress=False, log=lambda m: None, **kw)
+    return TeacherCache.open_or_build(
+        path, teacher, data, batch_size=32, progress=False, log=lambda m: None, **kw
+    )
 
 
 def test_build_stores_the_teacher_logits_and_reuses_them(tmp_path):
@@ -73,7 +79,11 @@ def test_build_stores_the_teacher_logits_and_reuses_them(tmp_path):
     idx = torch.tensor([5, 0, 95, 17])
     torch.testing.assert_close(cache.logits(idx), direct[idx], rtol=1e-6, atol=1e-6)
     header = json.loads((tmp_path / "c" / "header.json").read_text())
-    assert header["key"] == info["key"] and header["n"] == 96 and header["files"]["logits.npy"]["shape"] == [96, 12]
+    assert (
+        header["key"] == info["key"]
+        and header["n"] == 96
+        and header["files"]["logits.npy"]["shape"] == [96, 12]
+    )
     assert isinstance(np.load(tmp_path / "c" / "logits.npy", mmap_mode="r"), np.memmap)
 
     calls = teacher.calls
@@ -88,7 +98,9 @@ def test_stale_key_is_detected_and_rebuilt(tmp_path):
     with torch.no_grad():
         teacher.lin.bias[0] += 1.0  # new teacher weights
     messages: list[str] = []
-    cache, info = TeacherCache.open_or_build(tmp_path / "c", teacher, data, progress=False, log=messages.append)
+    cache, info = TeacherCache.open_or_build(
+        tmp_path / "c", teacher, data, progress=False, log=messages.append
+    )
     assert info["status"] == "rebuilt" and "stale" in info["reason"] and info["key"] != first["key"]
     assert messages and "stale" in messages[0]
     with torch.no_grad():

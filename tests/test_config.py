@@ -1,6 +1,6 @@
 """Configs: TOML + ``--set`` overrides into frozen dataclasses; every bad key or value names itself.
 
-    .venv/bin/python -m pytest tests/test_config.py -q
+.venv/bin/python -m pytest tests/test_config.py -q
 """
 
 from __future__ import annotations
@@ -61,7 +61,13 @@ def test_overrides_win_and_parse_toml_literals(tmp_path):
     cfg = C.load(
         DistillConfig,
         write(tmp_path, SAMPLE),
-        ["train.epochs=5", "loss.kd.temperature=4.5", "optim.name=adamw", "task_args.subset=7", "cache.enabled=false"],
+        [
+            "train.epochs=5",
+            "loss.kd.temperature=4.5",
+            "optim.name=adamw",
+            "task_args.subset=7",
+            "cache.enabled=false",
+        ],
     )
     assert cfg.train.epochs == 5 and cfg.loss["kd"]["temperature"] == 4.5 and cfg.optim.name == "adamw"
     assert cfg.task_args == {"subset": 7} and cfg.cache.enabled is False

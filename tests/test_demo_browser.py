@@ -2,8 +2,8 @@
 
     .venv/bin/python -m pytest tests/test_demo_browser.py -q          # screenshots: build/test-artifacts/demo/
 
-A session fixture trains a small EmailStudent, exports the onnx-web bundle (fp32 + int8) and serves
-``demo_app`` with ``kdmobile.serve``; Playwright drives Debian ``chromium``. Expected suggestions come from
+A module fixture trains ``kdmobile.tasks.email.quick_student``, exports its onnx-web bundle (fp32 + int8)
+with ``kdmobile.export`` (the same code as ``make demo``) and serves ``demo_app`` with ``kdmobile.serve``; Playwright drives Debian ``chromium``. Expected suggestions come from
 the eager PyTorch student on ``HashTokenizer`` ids (and Python onnxruntime for int8), never from the page.
 """
 
@@ -26,6 +26,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 HOSTILE = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
+HOSTILE_SAMPLE = (
+    "Subject: <img src=x onerror=alert(2)>\n\nPlease confirm the <script>alert(3)</script> order."
+)
 TYPED_EMAIL = "Hi Sam, could we meet tomorrow at 3pm to go over the budget? Thanks, Priya"
 
 pytestmark = pytest.mark.browser
@@ -42,6 +45,7 @@ class Bundle:
     meta: dict
     replies: dict[str, list[str]]
     samples: list[dict]  # what teacher_predictions.json lists, with "top3"
+    curated: list[dict] = dataclasses.field(default_factory=list)  # demo_app/samples.json
 
     def logits(self, text: str) -> np.ndarray:
         import torch
@@ -59,137 +63,59 @@ class Bundle:
         return [self.meta["intents"][i] for i in order]
 
 
-def _train_fallback_student(out: Path) -> Path:
-    """A briefly trained EmailStudent on the reply texts of each intent (stand-in for the task's data)."""
-    import torch
-
-    from kdmobile.checkpoint import save_checkpoint
-    from kdmobile.tasks.email.model import EmailStudent
-    from kdmobile.tasks.email.tokenizer import HashTokenizer
-
-    torch.manual_seed(0)
-    intents = json.loads((REPO / "kdmobile/tasks/email/replies.json").read_text())["intents"]
-    texts, labels = [], []
-    for k, it in enumerate(intents):
-        for t in [it["description"], *it["replies"]]:
-            texts.append(t)
-            labels.append(k)
-    tok = HashTokenizer()
-    x = torch.from_numpy(tok.encode_batch(texts))
-    y = torch.tensor(labels)
-    cfg = {"num_buckets": tok.config.num_buckets, "num_intents": len(intents)}
-    model = EmailStudent(**cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    ckpt = out / "student.safetensors"
-    tok_cfg = dataclasses.asdict(tok.config) | {"char_ngrams": list(tok.config.char_ngrams)}
-    metadata = {"task": "email", "tokenizer": tok_cfg, "intents": [it["id"] for it in intents]}
-    save_checkpoint(ckpt, model.eval(), architecture="email-student", model_config=cfg, metadata=metadata)
-    return ckpt
-
-
-def _export_fallback_bundle(ckpt: Path, bundle: Path) -> None:
-    """The web bundle layout of kdmobile.export, written with torch.onnx + onnxruntime quantization."""
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from kdmobile.checkpoint import load_checkpoint
-    from kdmobile.io import sha256_file, write_json, write_text
-    from kdmobile.tasks.email.tokenizer import HashTokenizer
-
-    model, meta = load_checkpoint(ckpt)
-    tok = HashTokenizer()
-    intents = json.loads((REPO / "kdmobile/tasks/email/replies.json").read_text())["intents"]
-    bundle.mkdir(parents=True, exist_ok=True)
-    ids = torch.from_numpy(tok.encode_batch(["hello there"]))
-    fp32, int8 = bundle / "model_fp32.onnx", bundle / "model_int8.onnx"
-    torch.onnx.export(model, (ids,), str(fp32), input_names=["ids"], output_names=["logits"], dynamo=False)
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    write_text(bundle / "tokenizer.json", tok.to_json())
-    shutil.copy(REPO / "kdmobile/tasks/email/replies.json", bundle / "replies.json")
-    models = {
-        p: {"file": f.name, "size_bytes": f.stat().st_size, "sha256": sha256_file(f)}
-        for p, f in (("fp32", fp32), ("int8", int8))
-    }
-    write_json(
-        bundle / "meta.json",
-        {
-            "input_name": "ids",
-            "input_shape": [1, tok.config.max_len],
-            "input_dtype": "int64",
-            "output_name": "logits",
-            "intents": [it["id"] for it in intents],
-            "models": models,
-        },
-    )
-
-
-def _real_exporter():
-    """kdmobile.export's onnx-web target with --bundle, when it has landed."""
-    import importlib.util
-
-    if not all(importlib.util.find_spec(f"kdmobile.export.{m}") for m in ("runner", "bundle")):
-        return None
-    try:
-        from kdmobile.export import export_checkpoint, get_target
-
-        get_target("onnx-web")
-    except (ImportError, KeyError, AttributeError):
-        return None
-    return export_checkpoint
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Bundle:
     import torch
 
     from kdmobile.checkpoint import load_checkpoint
+    from kdmobile.export import export_checkpoint
     from kdmobile.io import write_json
+    from kdmobile.tasks.email import quick_student
     from kdmobile.tasks.email.tokenizer import HashTokenizer
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("demo-bundle")
-    ckpt = _train_fallback_student(out)
-    export = _real_exporter()
-    if export is not None:
-        summary = export(
-            ckpt,
-            out_dir=out / "export",
-            targets=["onnx-web"],
-            precisions=["fp32", "int8"],
-            bundle=True,
-            n_heldout=32,
-            n_random=8,
-            n_calibration=16,
-        )
-        assert summary["ok"], summary
-        bdir = out / "export" / "onnx-web" / "bundle"
-    else:
-        bdir = out / "export" / "onnx-web" / "bundle"
-        _export_fallback_bundle(ckpt, bdir)
+    ckpt = quick_student(out, n=1500, epochs=4)
+    summary = export_checkpoint(
+        ckpt,
+        out_dir=out / "export",
+        targets=["onnx-web"],
+        precisions=["fp32", "int8"],
+        bundle=True,
+        n_heldout=32,
+        n_random=8,
+        n_calibration=16,
+    )
+    assert summary["ok"], summary
+    bdir = out / "export" / "onnx-web" / "bundle"
     model, _ = load_checkpoint(ckpt)
     tok = HashTokenizer.from_json((bdir / "tokenizer.json").read_text())
     meta = json.loads((bdir / "meta.json").read_text())
     replies = {it["id"]: it["replies"] for it in json.loads((bdir / "replies.json").read_text())["intents"]}
     b = Bundle(bdir, model, tok, meta, replies, [])
-    # Teacher predictions: a stand-in teacher that equals the student except on one sample, where its
-    # ranking is rotated, so the panel must show both an agreement and a disagreement.
-    samples = json.loads((DEMO / "samples.json").read_text())["samples"][:4]
-    for k, s in enumerate(samples):
-        z = b.logits(s["text"])
+    # Teacher predictions in the pipeline's format, from a stand-in teacher that equals the student except
+    # on one sample, where its ranking is rotated: the panel must show an agreement and a disagreement.
+    # Two texts are curated samples.json emails (they keep their titles), two are not (titles derived).
+    curated = json.loads((DEMO / "samples.json").read_text())["samples"]
+    texts = [
+        curated[0]["text"],
+        curated[1]["text"],
+        HOSTILE_SAMPLE,
+        "Hey!\n\nWhere are you? We are all here.",
+    ]
+    samples = []
+    for k, text in enumerate(texts):
+        z = b.logits(text)
         p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
         order = list(np.argsort(-z, kind="stable")[:4])
         if k == 1:
             order = order[3:] + order[:2]
-        s["top3"] = [{"intent": meta["intents"][i], "prob": float(p[i])} for i in order[:3]]
-    samples[-1]["title"] = "Markup <b>title</b> <img src=x onerror=alert(2)>"
-    write_json(
-        bdir / "teacher_predictions.json", {"version": 1, "teacher": "stand-in teacher", "samples": samples}
-    )
+        top3 = [{"intent": meta["intents"][i], "prob": round(float(p[i]), 6)} for i in order[:3]]
+        samples.append({"id": f"sample-{k:02d}", "text": text, "top3": top3})
+    doc = {"version": 1, "teacher": "stand-in teacher", "intents": meta["intents"], "samples": samples}
+    write_json(bdir / "teacher_predictions.json", doc)
     b.samples = samples
+    b.curated = curated
     return b
 
 
@@ -309,32 +235,45 @@ def test_typed_email_suggests_the_python_students_top3(watch, bundle, server, tm
 def test_samples_and_teacher_panel(watch, bundle, server, tmp_path):
     w = watch
     w.open(server + "/")
-    for s in bundle.samples[:2]:
-        w.page.locator(f'#samples button[data-sample="{s["id"]}"]').click()
+    # The picker lists the curated samples; picking one predicts it.
+    assert w.page.locator("#samples button").all_inner_texts() == [s["title"] for s in bundle.curated]
+    for s in bundle.curated[2:4]:
+        pill = w.page.locator(f'#samples button[data-sample="{s["id"]}"]')
+        pill.click()
         w.prediction_for(s["text"])
         assert w.chip_intents() == bundle.top3(s["text"])
-        assert (
-            w.page.locator(f'#samples button[data-sample="{s["id"]}"]').get_attribute("aria-pressed")
-            == "true"
-        )
-    # Agreement per sample, as computed here from the eager student and the file.
+        assert pill.get_attribute("aria-pressed") == "true"
+    # The panel lists every sample of teacher_predictions.json, with agreement computed here from the eager
+    # student and the file.
+    items = w.page.locator("#teacher li[data-sample]")
     w.page.wait_for_function(
-        f"document.querySelectorAll('#teacher li[data-sample]').length === {len(bundle.samples)}"
+        f"() => document.querySelectorAll('#teacher li[data-sample]').length === {len(bundle.samples)}"
     )
-    for s in bundle.samples:
+    titles = [items.nth(i).locator(".titem-title").inner_text() for i in range(len(bundle.samples))]
+    assert titles[:2] == [bundle.curated[0]["title"], bundle.curated[1]["title"]]
+    assert titles[2] == "<img src=x onerror=alert(2)>"  # derived from the subject, literally
+    assert titles[3] == "Where are you? We are all here."
+    for k, s in enumerate(bundle.samples):
         agree = bundle.top3(s["text"])[0] == s["top3"][0]["intent"]
-        li = w.page.locator(f'#teacher li[data-sample="{s["id"]}"]')
+        li = items.nth(k)
         assert li.get_attribute("data-agree") == str(agree).lower()
         assert ("agrees" if agree else "differs") in li.inner_text()
+        teacher_chips = li.locator('.tchip[data-role="teacher"]').evaluate_all(
+            "cs => cs.map(c => c.dataset.intent)"
+        )
+        assert teacher_chips == [t["intent"] for t in s["top3"]]
+    # Clicking a panel item loads its email.
+    items.nth(3).locator(".titem-head").click()
+    w.prediction_for(bundle.samples[3]["text"])
+    assert "current" in (items.nth(3).get_attribute("class") or "")
     n_agree = sum(bundle.top3(s["text"])[0] == s["top3"][0]["intent"] for s in bundle.samples)
     assert 0 < n_agree < len(bundle.samples)
     assert (
         f"Top-1 agrees on {n_agree}/{len(bundle.samples)} samples"
         in w.page.locator("#teacher-summary").inner_text()
     )
-    # A title from JSON with markup shows literally and creates no element.
-    assert "<img src=x onerror=alert(2)>" in w.page.locator("#samples").inner_text()
-    assert w.page.locator("#samples img, #teacher img").count() == 0
+    # Markup from JSON shows literally and creates no element.
+    assert w.page.locator("#samples img, #teacher img, #teacher b").count() == 0
     _shot(w.page, "desktop-samples.png", tmp_path, full_page=True)
     w.clean()
 
@@ -422,15 +361,21 @@ def test_phone_viewport_is_readable(watch, bundle, server, tmp_path):
 def test_missing_teacher_predictions_and_missing_bundle(browser, bundle, tmp_path):
     from kdmobile.serve import serving
 
-    no_teacher = tmp_path / "no-teacher"
-    shutil.copytree(bundle.dir, no_teacher)
-    (no_teacher / "teacher_predictions.json").unlink()
-    with serving(DEMO, models=no_teacher) as url:
-        w = PageWatch(browser, url)
-        w.open(url + "/")
-        assert "teacher suggestions are unavailable" in w.page.locator("#teacher").inner_text()
-        assert len(w.chip_intents()) == 3  # the student still works; samples come from samples.json
-        w.page.close()
+    for broken, reason in [(None, "is missing"), ("{not json", "could not be read")]:
+        no_teacher = tmp_path / f"no-teacher-{reason[:3]}"
+        shutil.copytree(bundle.dir, no_teacher)
+        (no_teacher / "teacher_predictions.json").unlink()
+        if broken is not None:
+            (no_teacher / "teacher_predictions.json").write_text(broken)
+        with serving(DEMO, models=no_teacher) as url:
+            w = PageWatch(browser, url)
+            w.open(url + "/")
+            panel = w.page.locator("#teacher").inner_text()
+            assert "teacher suggestions are unavailable" in panel and reason in panel
+            assert len(w.chip_intents()) == 3  # the student still works; samples come from samples.json
+            local = json.loads((DEMO / "samples.json").read_text())["samples"]
+            assert w.page.locator("#samples button").all_inner_texts() == [s["title"] for s in local]
+            w.page.close()
     empty = tmp_path / "empty"
     empty.mkdir()
     with serving(DEMO, models=empty) as url:

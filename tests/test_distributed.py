@@ -93,5 +93,8 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=f"{k} differs")
     # only rank 0 wrote checkpoints; losses agree
-    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").glob("step-*")) == ["step-0000012", "step-0000016"]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").glob("step-*")) == [
+        "step-0000012",
+        "step-0000016",
+    ]
     assert h["epochs"][-1]["loss"] == pytest.approx(h1["epochs"][-1]["loss"], rel=1e-4)

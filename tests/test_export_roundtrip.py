@@ -25,6 +25,9 @@ from kdmobile.tasks.email.model import EmailStudent
 from kdmobile.tasks.email.tokenizer import HashTokenizer, TokenizerConfig
 from kdmobile.tasks.mnist.model import MLP
 
+# The session fixture exports two models to every target (~1 min on 2 cores): `make test-fast` skips it.
+pytestmark = pytest.mark.slow
+
 FAMILIES = ("email", "mlp")
 PRECISIONS = ("fp32", "int8")
 TARGET_NAMES = discover().names()
@@ -134,7 +137,7 @@ def _row(exported: dict, family: str, target: str, precision: str) -> dict:
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("target", TARGET_NAMES)
+@pytest.mark.parametrize("target", [pytest.param(n, marks=pytest.mark.target(n)) for n in TARGET_NAMES])
 def test_round_trip(exported: dict, target: str, family: str, precision: str) -> None:
     from kdmobile.checkpoint import load_checkpoint
 
@@ -318,3 +321,14 @@ def test_phone_bundle_readme(exported: dict, target: str, needle: str) -> None:
     inp = side["inputs"][0]
     assert str(inp["shape"][-1]) in readme and inp["dtype"] in readme
     assert {"tokenizer.json", "replies.json", "meta.json"} <= {p.name for p in bundle.iterdir()}
+
+
+def test_load_artifact_finds_the_target_from_the_sidecar(exported: dict) -> None:
+    from kdmobile.export import load_artifact
+
+    row = _row(exported, "mlp", "tflite", "int8")
+    runtime = load_artifact(exported["mlp"]["out"] / row["path"], threads=1)
+    x = exported["mlp"]["inputs"][:1]
+    direct = discover().get("tflite")().load(exported["mlp"]["out"] / row["path"])
+    np.testing.assert_array_equal(runtime(x)[0], direct(x)[0])
+    assert runtime.inputs[0].dtype == "float32" and runtime.outputs[0].shape == (1, 10)

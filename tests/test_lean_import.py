@@ -1,6 +1,6 @@
 """``import kdmobile`` stays light: no export runtime, no transformers, no browser driver.
 
-    .venv/bin/python -m pytest tests/test_lean_import.py -q
+.venv/bin/python -m pytest tests/test_lean_import.py -q
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from torch import nn
 from kdmobile.distill import LOSSES, build_losses
 from kdmobile.errors import ConfigError, UsageError
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Two cores are shared: one intra-op thread avoids oversubscription (and keeps runs deterministic)."""
@@ -25,7 +26,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
 
 
 def np_log_softmax(z: np.ndarray) -> np.ndarray:
@@ -58,7 +58,9 @@ def test_kd_hand_value_two_classes():
     s = torch.tensor([[0.0, 0.0]])
     t = torch.tensor([[math.log(3.0), 0.0]])
     kl_t1 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
-    assert loss("kd", temperature=1.0, alpha=0.0)(s, t, torch.tensor([-1])).item() == pytest.approx(kl_t1, rel=1e-6)
+    assert loss("kd", temperature=1.0, alpha=0.0)(s, t, torch.tensor([-1])).item() == pytest.approx(
+        kl_t1, rel=1e-6
+    )
     # T = 2: p = (sqrt3, 1) / (sqrt3 + 1), q unchanged, times T^2 = 4
     r3 = math.sqrt(3.0)
     p = (r3 / (r3 + 1), 1 / (r3 + 1))
@@ -75,7 +77,9 @@ def test_kd_matches_rowwise_reference(T, alpha):
     s = rng.normal(size=(7, 5)).astype(np.float32) * 3
     t = rng.normal(size=(7, 5)).astype(np.float32) * 3
     y = np.array([0, 4, -1, 2, -1, 1, 3])
-    got = loss("kd", temperature=T, alpha=alpha)(torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(y))
+    got = loss("kd", temperature=T, alpha=alpha)(
+        torch.from_numpy(s), torch.from_numpy(t), torch.from_numpy(y)
+    )
     assert got.item() == pytest.approx(ref_kd(s, t, y, T, alpha), rel=1e-5, abs=1e-6)
 
 
@@ -123,7 +127,9 @@ def test_hidden_mse_projection_only_when_widths_differ():
     assert same.proj is None
     assert same(hs, hs * 2, torch.zeros(4)).item() == pytest.approx(float(np.mean(hs.numpy() ** 2)), rel=1e-6)
     with pytest.raises(UsageError, match="projection='none'"):
-        loss("hidden_mse", student_layer="a", teacher_layer="b", projection="none").setup(hs, ht, torch.zeros(4))
+        loss("hidden_mse", student_layer="a", teacher_layer="b", projection="none").setup(
+            hs, ht, torch.zeros(4)
+        )
 
 
 def test_attention_masks_scores_and_averages_heads():
@@ -136,7 +142,9 @@ def test_attention_masks_scores_and_averages_heads():
     ref_s = np.where(a_s <= -100, 0.0, a_s).mean(axis=1)
     ref_t = np.where(a_t <= -100, 0.0, a_t).mean(axis=1)
     expected = float(np.mean((ref_s - ref_t) ** 2))
-    assert term(torch.from_numpy(a_s), torch.from_numpy(a_t), None).item() == pytest.approx(expected, rel=1e-5)
+    assert term(torch.from_numpy(a_s), torch.from_numpy(a_t), None).item() == pytest.approx(
+        expected, rel=1e-5
+    )
     with pytest.raises(UsageError, match="sequence lengths"):
         term.setup(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 4, 4), None)
 
@@ -165,7 +173,9 @@ def test_token_kd_masks_padding(direction):
     # changing a padded position's logits changes nothing
     s2 = s.copy()
     s2[0, 2] += 10.0
-    assert term(torch.from_numpy(s2), torch.from_numpy(t), torch.from_numpy(y)).item() == pytest.approx(got, rel=1e-6)
+    assert term(torch.from_numpy(s2), torch.from_numpy(t), torch.from_numpy(y)).item() == pytest.approx(
+        got, rel=1e-6
+    )
 
 
 def test_token_kd_vocab_mismatch_is_a_clear_setup_error():

@@ -1,6 +1,6 @@
 """MNIST task: the real data, the jitter, the nets, and a quick Hinton et al. 2015 run (distilled < scratch).
 
-    .venv/bin/python -m pytest tests/test_mnist.py -q
+.venv/bin/python -m pytest tests/test_mnist.py -q
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def test_fixed_copies_are_deterministic_and_epoch_jitter_changes():
     ba, bb = a.get_batch([0, 50, 100, 7]), b.get_batch([0, 50, 100, 7])
     assert torch.equal(ba["student"][0], bb["student"][0]) and ba["student"][0] is ba["teacher"][0]
     assert ba["label"].tolist() == [int(y[0]), int(y[0]), int(y[0]), int(y[7])]
-    assert a.fingerprint() == b.fingerprint() != make_set(x, y, augment="fixed", copies=3, seed=2).fingerprint()
+    assert (
+        a.fingerprint() == b.fingerprint() != make_set(x, y, augment="fixed", copies=3, seed=2).fingerprint()
+    )
     e = make_set(x, y, augment="epoch")
     first = e.get_batch(range(50))["student"][0].clone()
     e.set_epoch(1)
@@ -68,16 +70,17 @@ def test_fixed_copies_are_deterministic_and_epoch_jitter_changes():
 def test_mlp_sizes_of_the_paper_and_max_norm():
     teacher, student = MLP(hidden=[1200, 1200]), MLP(hidden=[800, 800])
     # 784*1200+1200 + 1200*1200+1200 + 1200*10+10 ; 784*800+800 + 800*800+800 + 800*10+10
-    assert sum(p.numel() for p in teacher.parameters()) == 2_396_210
+    assert sum(p.numel() for p in teacher.parameters()) == 2_395_210
     assert sum(p.numel() for p in student.parameters()) == 1_276_810
     assert student(torch.zeros(3, 784)).shape == (3, 10)
     m = MLP(hidden=[16], max_norm=0.5)
     with torch.no_grad():
         m.net[0].weight.mul_(10)
     m.after_step()
-    assert float(m.net[0].weight.norm(dim=1).max()) <= 0.5 + 1e-6
+    assert float(m.net[0].weight.detach().norm(dim=1).max()) <= 0.5 + 1e-6
 
 
+@pytest.mark.slow
 def test_quick_hinton_distillation_beats_the_scratch_student(tmp_path):
     from kdmobile.tasks.mnist.hinton import Schedule, run
 

@@ -24,6 +24,7 @@ from kdmobile.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Two cores are shared: one intra-op thread avoids oversubscription (and keeps runs deterministic)."""
@@ -31,7 +32,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
 
 
 class ToyData:
@@ -98,7 +98,11 @@ warmup = 0.1
 def _cli(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "kdmobile.cli", "distill", *args], capture_output=True, text=True, env=env, cwd=ROOT
+        [sys.executable, "-m", "kdmobile.cli", "distill", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -157,12 +161,18 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     _, a, _ = _fit(tmp_path, "a", loss)
     _, b, _ = _fit(tmp_path, "b", loss)
     _, c, _ = _fit(tmp_path, "c", loss, seed=2)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert not torch.equal(a.head.weight, c.head.weight)
 
 
 def test_total_is_the_weighted_sum_of_the_terms(tmp_path):
-    _, _, h = _fit(tmp_path, "w", {"kd": {"weight": 0.25, "temperature": 2.0}, "mse": {"type": "logit_mse", "weight": 3.0}})
+    _, _, h = _fit(
+        tmp_path,
+        "w",
+        {"kd": {"weight": 0.25, "temperature": 2.0}, "mse": {"type": "logit_mse", "weight": 3.0}},
+    )
     for e in h.epochs:
         assert e["loss"] == pytest.approx(0.25 * e["terms"]["kd"] + 3.0 * e["terms"]["mse"], rel=1e-6)
 

@@ -1,7 +1,7 @@
 """``kdmobile baseline update``: write a baseline from a bench report (tool versions and machine included).
 
-    kdmobile baseline update build/report/report.json -o baselines/email-x86_64-amd-epyc-2c.json
-    kdmobile baseline update build/report -o baselines/email-$(python -m kdmobile.harness.machine).json
+kdmobile baseline update build/report/report.json -o baselines/email-x86_64-amd-epyc-2c.json
+kdmobile baseline update build/report -o baselines/email-$(python -m kdmobile.harness.machine).json
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ def _threads_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated thread counts like 1,2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated thread counts like 1,2, got {text!r}"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
     return values
@@ -34,20 +36,47 @@ def register(sub: Any) -> None:
         epilog="example: kdmobile bench build/export --task email --data heldout -o build/report",
     )
     p.add_argument("artifacts_dir", help="directory written by `kdmobile export` (holds summary.json)")
-    p.add_argument("--task", default="email", help="task whose evaluation set and teacher to use (default: email)")
-    p.add_argument("--data", default="heldout", help="evaluation split (default: heldout)")
-    p.add_argument("-o", "--output", default="build/report", metavar="DIR", help="report directory (default: build/report)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads of every Python-side runtime (default 1)")
-    p.add_argument("--min-runs", type=int, default=200, help="least timed runs per entry (default 200)")
-    p.add_argument("--min-seconds", type=float, default=10.0, help="least measuring time per entry (default 10)")
-    p.add_argument("--max-seconds", type=float, default=None, help="stop an entry after this long even below --min-runs")
-    p.add_argument("--server-batch", type=int, default=32, help="the teacher's server-side batch size (default 32)")
     p.add_argument(
-        "--browser-threads", type=_threads_list, default=None, metavar="N,M", help="wasm thread counts (default 1,min(4,cores))"
+        "--task", default="email", help="task whose evaluation set and teacher to use (default: email)"
+    )
+    p.add_argument("--data", default="heldout", help="evaluation split (default: heldout)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="build/report",
+        metavar="DIR",
+        help="report directory (default: build/report)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="CPU threads of every Python-side runtime (default 1)"
+    )
+    p.add_argument("--min-runs", type=int, default=200, help="least timed runs per entry (default 200)")
+    p.add_argument(
+        "--min-seconds", type=float, default=10.0, help="least measuring time per entry (default 10)"
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=None, help="stop an entry after this long even below --min-runs"
+    )
+    p.add_argument(
+        "--server-batch", type=int, default=32, help="the teacher's server-side batch size (default 32)"
+    )
+    p.add_argument(
+        "--browser-threads",
+        type=_threads_list,
+        default=None,
+        metavar="N,M",
+        help="wasm thread counts (default 1,min(4,cores))",
     )
     p.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium runs")
-    p.add_argument("--teacher", default=None, metavar="PATH", help="teacher weights (default: found by the task)")
-    p.add_argument("--student", default=None, metavar="PATH", help="student checkpoint (default: the one in summary.json)")
+    p.add_argument(
+        "--teacher", default=None, metavar="PATH", help="teacher weights (default: found by the task)"
+    )
+    p.add_argument(
+        "--student",
+        default=None,
+        metavar="PATH",
+        help="student checkpoint (default: the one in summary.json)",
+    )
     p.add_argument("--target", action="append", default=None, help="only this target (repeatable)")
     p.set_defaults(func=run)
 

@@ -26,8 +26,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("report", help="report.json written by `kdmobile bench` (or its directory)")
     p.add_argument("--baseline", required=True, metavar="FILE", help="baseline JSON (or another report.json)")
-    p.add_argument("--latency-pct", type=float, metavar="PCT", help="allowed slowdown of the same-run ratio (default 15)")
-    p.add_argument("--accuracy-pt", type=float, metavar="PT", help="allowed drop of top-1/recall@3/agreement/retention in points (default 0.5)")
+    p.add_argument(
+        "--latency-pct", type=float, metavar="PCT", help="allowed slowdown of the same-run ratio (default 15)"
+    )
+    p.add_argument(
+        "--accuracy-pt",
+        type=float,
+        metavar="PT",
+        help="allowed drop of top-1/recall@3/agreement/retention in points (default 0.5)",
+    )
     p.add_argument("--size-pct", type=float, metavar="PCT", help="allowed size growth (default 5)")
     p.add_argument(
         "--threshold",
@@ -36,8 +43,19 @@ def register(sub: Any) -> None:
         metavar="[TARGET.]KEY=VALUE",
         help="override one threshold, for one target or all (repeatable), e.g. onnx-web.latency_pct=40",
     )
-    p.add_argument("--alpha", type=float, default=None, help="significance level of the latency test (default 0.01)")
-    p.add_argument("-v", "--verbose", action="store_true", help="print every compared figure, not only what moved")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="compare only entries whose id starts with ID (repeatable), e.g. executorch/ or onnx-web/int8",
+    )
+    p.add_argument(
+        "--alpha", type=float, default=None, help="significance level of the latency test (default 0.01)"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="print every compared figure, not only what moved"
+    )
     p.set_defaults(func=run)
 
 
@@ -47,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from kdmobile.harness.report import read_report
 
     overrides = parse_threshold_overrides(args.threshold)
-    for key, value in (("latency_pct", args.latency_pct), ("accuracy_pt", args.accuracy_pt), ("size_pct", args.size_pct)):
+    for key, value in (
+        ("latency_pct", args.latency_pct),
+        ("accuracy_pt", args.accuracy_pt),
+        ("size_pct", args.size_pct),
+    ):
         if value is not None:
             if not value >= 0:
                 raise UsageError(f"--{key.replace('_', '-')} must be >= 0, got {value}")
@@ -57,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--alpha must be in (0, 1), got {alpha}")
     report = read_report(args.report)
     baseline = read_report(args.baseline)
-    result = compare(report, baseline, overrides=overrides, alpha=alpha)
+    result = compare(report, baseline, overrides=overrides, alpha=alpha, only=args.only)
     print(format_table(result, verbose=args.verbose))
     if not result.ok:
         names = sorted({f"{r.entry} {r.metric}" for r in result.regressions})
-        raise CheckFailed(f"{len(result.regressions)} regression(s) against {args.baseline}: {', '.join(names)}")
+        raise CheckFailed(
+            f"{len(result.regressions)} regression(s) against {args.baseline}: {', '.join(names)}"
+        )
     return 0

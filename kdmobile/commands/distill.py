@@ -1,8 +1,8 @@
 """``kdmobile distill``: train a student from a config's task, teacher online or from the cache.
 
-    kdmobile distill configs/mnist_quick.toml --set train.epochs=2 -o build/runs/mnist
-    kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --resume
-    torchrun --nproc_per_node 2 -m kdmobile.cli distill configs/mnist_quick.toml -o build/runs/ddp
+kdmobile distill configs/mnist_quick.toml --set train.epochs=2 -o build/runs/mnist
+kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --resume
+torchrun --nproc_per_node 2 -m kdmobile.cli distill configs/mnist_quick.toml -o build/runs/ddp
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
     import time
+    import warnings
 
     import torch
 
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             raise UsageError(f"{name} must be >= 1, got {value}")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    if not os.environ.get("KDMOBILE_VERBOSE"):
+        # The converters warn about their own internals (deprecations, untested torch versions) on every
+        # call; the summary below is what matters. KDMOBILE_VERBOSE=1 shows them.
+        warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     summary = export_checkpoint(
         args.checkpoint,

@@ -79,6 +79,8 @@ def teacher_identity(teacher: Any, teacher_id: str | None = None) -> str:
 
 def teacher_logits(teacher: Callable[..., Any], inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Call ``teacher(*inputs)`` and return its logits (a tensor, ``.logits``, or a tuple's first element)."""
+    if not inputs:
+        raise UsageError('the dataset items have no "teacher" inputs, but a loss term needs the teacher')
     out = teacher(*inputs)
     if isinstance(out, torch.Tensor):
         return out
@@ -86,12 +88,15 @@ def teacher_logits(teacher: Callable[..., Any], inputs: tuple[torch.Tensor, ...]
         return out.logits
     if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise UsageError(f"the teacher returned {type(out).__name__}; expected logits (a tensor, .logits or a tuple)")
+    raise UsageError(
+        f"the teacher returned {type(out).__name__}; expected logits (a tensor, .logits or a tuple)"
+    )
 
 
 def cache_key(teacher: str, data: str, settings: dict[str, Any]) -> str:
     blob = json.dumps(
-        {"format_version": FORMAT_VERSION, "teacher": teacher, "data": data, "settings": settings}, sort_keys=True
+        {"format_version": FORMAT_VERSION, "teacher": teacher, "data": data, "settings": settings},
+        sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -126,7 +131,9 @@ class TeacherCache:
             return torch.from_numpy(np.ascontiguousarray(self._arrays["logits"][idx])).float()
         vals = torch.from_numpy(np.ascontiguousarray(self._arrays["values"][idx])).float()
         ind = torch.from_numpy(np.ascontiguousarray(self._arrays["indices"][idx])).long()
-        rest = torch.from_numpy(np.ascontiguousarray(self._arrays["rest"][idx])).double().clamp(_MIN_REST, 1.0)
+        rest = (
+            torch.from_numpy(np.ascontiguousarray(self._arrays["rest"][idx])).double().clamp(_MIN_REST, 1.0)
+        )
         others = self.num_classes - self.topk
         lse_top = torch.logsumexp(vals.double(), dim=-1)
         fill = (torch.log(rest / others) + lse_top - torch.log1p(-rest.clamp(max=1.0 - 1e-7))).float()
@@ -161,7 +168,9 @@ class TeacherCache:
             if info is None or not fp.is_file():
                 raise CacheError(path, f"corrupt: {name} is missing")
             if fp.stat().st_size != info["bytes"]:
-                raise CacheError(path, f"corrupt: {name} has {fp.stat().st_size} bytes, header says {info['bytes']}")
+                raise CacheError(
+                    path, f"corrupt: {name} has {fp.stat().st_size} bytes, header says {info['bytes']}"
+                )
             if verify and sha256_file(fp) != info["sha256"]:
                 raise CacheError(path, f"corrupt: {name} does not match its sha256 in header.json")
             try:
@@ -205,7 +214,11 @@ class TeacherCache:
         path = Path(path)
         t0 = time.perf_counter()
         settings = {"topk": int(topk), "dtype": dtype if topk == 0 else "float16+int32+float32"}
-        components = {"teacher": teacher_identity(teacher, teacher_id), "data": fingerprint(dataset), "settings": settings}
+        components = {
+            "teacher": teacher_identity(teacher, teacher_id),
+            "data": fingerprint(dataset, progress=progress and env.is_main),
+            "settings": settings,
+        }
         key = cache_key(components["teacher"], components["data"], settings)
 
         status, reason = "reused", None
@@ -259,22 +272,35 @@ class TeacherCache:
             teacher.eval()
         arrays: dict[str, np.ndarray] = {}
         meta: dict[str, Any] = {}
-        bar = tqdm(total=hi - lo, desc="teacher cache", unit="ex", disable=not (progress and env.is_main), leave=False)
+        bar = tqdm(
+            total=hi - lo,
+            desc="teacher cache",
+            unit="ex",
+            disable=not (progress and env.is_main),
+            leave=False,
+        )
         with torch.no_grad():
             for start in range(lo, hi, batch_size):
                 idx = list(range(start, min(hi, start + batch_size)))
                 batch = fetch(dataset, idx).to(env.device)
                 z = teacher_logits(teacher, batch.teacher).detach().float().cpu()
                 if not torch.isfinite(z).all():
-                    raise KDMobileError(f"the teacher produced NaN/inf logits for dataset rows {idx[0]}..{idx[-1]}")
+                    raise KDMobileError(
+                        f"the teacher produced NaN/inf logits for dataset rows {idx[0]}..{idx[-1]}"
+                    )
                 rows = cls._encode(z, topk, dtype)
                 if not arrays:
                     meta = {"item_shape": list(z.shape[1:]), "num_classes": int(z.shape[-1])}
                     if topk >= z.shape[-1]:
-                        raise UsageError(f"cache.topk={topk} must be smaller than the {z.shape[-1]} classes (or 0)")
+                        raise UsageError(
+                            f"cache.topk={topk} must be smaller than the {z.shape[-1]} classes (or 0)"
+                        )
                     for name, r in rows.items():
                         arrays[name] = np.lib.format.open_memmap(
-                            shard_dir / f"{name}.rank{env.rank}.npy", mode="w+", dtype=r.dtype, shape=(hi - lo, *r.shape[1:])
+                            shard_dir / f"{name}.rank{env.rank}.npy",
+                            mode="w+",
+                            dtype=r.dtype,
+                            shape=(hi - lo, *r.shape[1:]),
                         )
                 for name, r in rows.items():
                     arrays[name][start - lo : start - lo + len(idx)] = r
@@ -304,7 +330,14 @@ class TeacherCache:
 
     @staticmethod
     def _merge(
-        path: Path, shard_dir: Path, key: str, components: dict[str, Any], topk: int, dtype: str, n: int, world: int
+        path: Path,
+        shard_dir: Path,
+        key: str,
+        components: dict[str, Any],
+        topk: int,
+        dtype: str,
+        n: int,
+        world: int,
     ) -> None:
         metas = [json.loads((shard_dir / f"meta.rank{r}.json").read_text()) for r in range(world)]
         mode = "full" if topk == 0 else "topk"
@@ -314,7 +347,9 @@ class TeacherCache:
             for name in names:
                 parts = [np.load(shard_dir / f"{name}.rank{r}.npy", mmap_mode="r") for r in range(world)]
                 parts = [p for p, m in zip(parts, metas, strict=True) if m["hi"] > m["lo"]]
-                out = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=parts[0].dtype, shape=(n, *parts[0].shape[1:]))
+                out = np.lib.format.open_memmap(
+                    tmp / f"{name}.npy", mode="w+", dtype=parts[0].dtype, shape=(n, *parts[0].shape[1:])
+                )
                 pos = 0
                 for p in parts:
                     out[pos : pos + len(p)] = p

@@ -146,4 +146,6 @@ class DistillConfig:
         if not self.loss:
             raise ValueError("loss: at least one loss term is needed, e.g. [loss.kd]")
         if self.version != CONFIG_VERSION:
-            raise ValueError(f"version {self.version} is not supported (this kdmobile reads {CONFIG_VERSION})")
+            raise ValueError(
+                f"version {self.version} is not supported (this kdmobile reads {CONFIG_VERSION})"
+            )

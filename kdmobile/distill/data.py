@@ -92,7 +92,7 @@ def fetch(dataset: Any, indices: Sequence[int]) -> Batch:
     return collate([dataset[i] for i in indices], indices)
 
 
-def fingerprint(dataset: Any, *, batch_size: int = 512) -> str:
+def fingerprint(dataset: Any, *, batch_size: int = 512, progress: bool = False) -> str:
     """sha256 identity of the teacher inputs of ``dataset``, in index order.
 
     Uses ``dataset.fingerprint()`` when defined (cheap, e.g. a hash of the source arrays and the
@@ -100,10 +100,15 @@ def fingerprint(dataset: Any, *, batch_size: int = 512) -> str:
     """
     if hasattr(dataset, "fingerprint"):
         return "custom:" + str(dataset.fingerprint())
+    from tqdm.auto import tqdm
+
     h = hashlib.sha256()
     n = len(dataset)
     h.update(f"n={n}".encode())
-    for start in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    for start in tqdm(
+        starts, desc="fingerprint teacher inputs", unit="batch", disable=not progress, leave=False
+    ):
         batch = fetch(dataset, range(start, min(n, start + batch_size)))
         for tensor in batch.teacher:
             t = tensor.detach().cpu().contiguous()

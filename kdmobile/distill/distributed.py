@@ -74,6 +74,8 @@ def broadcast_flag(env: DistEnv, flag: bool) -> bool:
     """Rank 0's ``flag`` on every rank."""
     if not env.distributed:
         return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=env.device if env.device.type == "cuda" else "cpu")
+    t = torch.tensor(
+        [1 if flag else 0], dtype=torch.int64, device=env.device if env.device.type == "cuda" else "cpu"
+    )
     dist.broadcast(t, src=0)
     return bool(t.item())

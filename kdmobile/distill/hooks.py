@@ -1,9 +1,9 @@
 """Capture intermediate features with forward hooks at module paths named in the config.
 
-    hooks = FeatureHooks(student, {"h0": "encoder.layers.0"})
-    logits = student(x)
-    hooks.features["h0"]    # the output of student.encoder.layers.0 during that forward
-    hooks.remove()
+hooks = FeatureHooks(student, {"h0": "encoder.layers.0"})
+logits = student(x)
+hooks.features["h0"]    # the output of student.encoder.layers.0 during that forward
+hooks.remove()
 """
 
 from __future__ import annotations
@@ -54,14 +54,18 @@ class FeatureHooks:
         index = index or {}
         for name, path in paths.items():
             module = get_submodule(model, path, role=role)
-            self._handles.append(module.register_forward_hook(self._make_hook(name, path, index.get(name, 0), detach)))
+            self._handles.append(
+                module.register_forward_hook(self._make_hook(name, path, index.get(name, 0), detach))
+            )
 
     def _make_hook(self, name: str, path: str, idx: int, detach: bool):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             out = output
             if isinstance(out, tuple | list):
                 if idx >= len(out) or out[idx] is None:
-                    raise UsageError(f"module {path!r} returned {len(out)} outputs; index {idx} is not a tensor")
+                    raise UsageError(
+                        f"module {path!r} returned {len(out)} outputs; index {idx} is not a tensor"
+                    )
                 out = out[idx]
             elif hasattr(out, "last_hidden_state") and not isinstance(out, torch.Tensor):
                 out = out[idx]

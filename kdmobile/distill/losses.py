@@ -39,11 +39,15 @@ class DistillLoss(nn.Module):
     student_layer: str = ""
     teacher_layer: str = ""
 
-    def setup(self, student_out: torch.Tensor, teacher_out: torch.Tensor | None, target: torch.Tensor) -> None:
+    def setup(
+        self, student_out: torch.Tensor, teacher_out: torch.Tensor | None, target: torch.Tensor
+    ) -> None:
         """Check shapes on a probe batch; create learned parts. Raises ``UsageError`` on a mismatch."""
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")
+        return ", ".join(
+            f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "training"
+        )
 
 
 def _check_same_classes(name: str, s: torch.Tensor, t: torch.Tensor | None, what: str = "classes") -> None:
@@ -95,7 +99,9 @@ class KDLoss(DistillLoss):
     def setup(self, student_out, teacher_out, target) -> None:
         _check_same_classes("kd", student_out, teacher_out)
 
-    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         t = self.temperature
         c = student_out.shape[-1]
         s_log = F.log_softmax(student_out.reshape(-1, c).float() / t, dim=-1)
@@ -136,7 +142,9 @@ class LogitMSELoss(DistillLoss):
     def setup(self, student_out, teacher_out, target) -> None:
         _check_same_classes("logit_mse", student_out, teacher_out)
 
-    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         return F.mse_loss(student_out.float(), teacher_out.float())
 
 
@@ -190,9 +198,13 @@ class HiddenMSELoss(_FeatureLoss):
         if self.projection == "always" or (self.projection == "auto" and ds != dt):
             self.proj = nn.Linear(ds, dt).to(student_out.device)
         elif ds != dt:
-            raise UsageError(f"loss 'hidden_mse': widths {ds} (student) and {dt} (teacher) differ and projection='none'")
+            raise UsageError(
+                f"loss 'hidden_mse': widths {ds} (student) and {dt} (teacher) differ and projection='none'"
+            )
 
-    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         h = student_out.float()
         if self.proj is not None:
             h = self.proj(h)
@@ -227,7 +239,9 @@ class AttentionLoss(_FeatureLoss):
                 f"{tuple(teacher_out.shape[-2:])}"
             )
 
-    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         s, t = student_out.float(), teacher_out.float()
         s = torch.where(s <= -1e2, torch.zeros_like(s), s)
         t = torch.where(t <= -1e2, torch.zeros_like(t), t)
@@ -254,7 +268,9 @@ class TokenKDLoss(DistillLoss):
         direction: ``"forward"`` or ``"reverse"``.
     """
 
-    def __init__(self, temperature: float = 1.0, direction: Literal["forward", "reverse"] = "forward") -> None:
+    def __init__(
+        self, temperature: float = 1.0, direction: Literal["forward", "reverse"] = "forward"
+    ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -280,7 +296,9 @@ class TokenKDLoss(DistillLoss):
                 f"vocabulary dimension {tuple(student_out.shape[:-1])} (negative = padding)"
             )
 
-    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, student_out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         t = self.temperature
         s_log = F.log_softmax(student_out.float() / t, dim=-1)
         t_log = F.log_softmax(teacher_out.float() / t, dim=-1)
@@ -333,7 +351,9 @@ def build_losses(spec: dict[str, dict[str, Any]]) -> tuple[nn.ModuleDict, dict[s
         missing = [p for p, v in params.items() if v.default is inspect.Parameter.empty]
         missing = [p for p in missing if p not in settings]
         if missing:
-            raise ConfigError(f"loss.{name}: missing required setting(s) {', '.join(missing)} for loss {kind!r}")
+            raise ConfigError(
+                f"loss.{name}: missing required setting(s) {', '.join(missing)} for loss {kind!r}"
+            )
         try:
             terms[name] = cls(**settings)
         except (TypeError, ValueError) as e:

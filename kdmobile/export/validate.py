@@ -90,7 +90,11 @@ def validate(
     """
     outputs = {split: run_samples(runtime, samples) for split, samples in spec.validation.items()}
     stats, by_split = compare(spec, eager, outputs)
-    check(stats, by_split, spec, eager, tolerance, target)
+    try:
+        check(stats, by_split, spec, eager, tolerance, target)
+    except MismatchError as e:
+        e.stats, e.by_split = stats.to_dict(), {k: v.to_dict() for k, v in by_split.items()}
+        raise
     return stats, by_split, outputs
 
 

@@ -35,10 +35,23 @@ from typing import Any
 import numpy as np
 
 from kdmobile.errors import UsageError
-from kdmobile.harness.report import SCHEMA, SCHEMA_VERSION, entry_id, new_entry, sort_key, write_report
+from kdmobile.harness.report import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    all_entries,
+    entry_id,
+    new_entry,
+    sort_key,
+    write_report,
+)
 
 # The distribution whose version is "the runtime's version" for each target's Python-side run.
-RUNTIME_DIST = {"executorch": "executorch", "tflite": "ai-edge-litert", "onnx-web": "onnxruntime", "coreml": "coremltools"}
+RUNTIME_DIST = {
+    "executorch": "executorch",
+    "tflite": "ai-edge-litert",
+    "onnx-web": "onnxruntime",
+    "coreml": "coremltools",
+}
 PY_RUNTIME_LABEL = {"onnx-web": "onnxruntime (Python, CPU)"}
 FAILED = ("load_failed", "run_failed", "mismatch")
 
@@ -59,6 +72,9 @@ class BenchOptions:
     teacher: str | None = None  # teacher weights; default: the task finds them
     student: str | None = None  # student checkpoint; default: the one named in summary.json
     targets: tuple[str, ...] | None = None  # only these targets (default: every artifact in the summary)
+    precisions: tuple[str, ...] | None = None  # only these precisions (default: all)
+    include_teacher: bool = True  # measure the teacher (speed-up, agreement and retention need it)
+    include_student: bool = True  # measure the eager student (browser ratios need it)
     worker_timeout: float = 900.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -84,17 +100,27 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def run_worker(job: dict[str, Any], workdir: Path, timeout: float) -> tuple[dict[str, Any], np.ndarray | None]:
+def run_worker(
+    job: dict[str, Any], workdir: Path, timeout: float
+) -> tuple[dict[str, Any], np.ndarray | None]:
     """Run one job in a fresh Python process; a crash or timeout becomes a ``run_failed`` result."""
     out = Path(tempfile.mkdtemp(prefix=f"{job['kind']}-", dir=workdir))
     job = {**job, "out": str(out)}
     (out / "job.json").write_text(json.dumps(job))
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     cmd = [sys.executable, "-m", "kdmobile.harness.worker", str(out / "job.json")]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return {"status": "run_failed", "reason": f"the measurement did not finish within {timeout:.0f} s"}, None
+        return {
+            "status": "run_failed",
+            "reason": f"the measurement did not finish within {timeout:.0f} s",
+        }, None
     res_file = out / "result.json"
     if not res_file.is_file():
         tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-5:])
@@ -108,7 +134,9 @@ def run_worker(job: dict[str, Any], workdir: Path, timeout: float) -> tuple[dict
 class _Bench:
     """One bench run (state shared by the steps of ``run_bench``)."""
 
-    def __init__(self, artifacts_dir: Path, task: str, data: str, options: BenchOptions, log: Callable[[str], None]):
+    def __init__(
+        self, artifacts_dir: Path, task: str, data: str, options: BenchOptions, log: Callable[[str], None]
+    ):
         from kdmobile.checkpoint import read_metadata
         from kdmobile.export import read_summary
         from kdmobile.harness.tasks import get_bench_task
@@ -129,6 +157,17 @@ class _Bench:
         self.versions: dict[str, Any] = {}
         self.teacher_logits: np.ndarray | None = None
         self.logits: dict[str, np.ndarray] = {}
+        self.student_flops = self._student_flops()
+
+    def _student_flops(self) -> int | None:
+        import torch
+
+        from kdmobile.checkpoint import load_checkpoint
+        from kdmobile.harness.machine import model_flops
+
+        model, _ = load_checkpoint(self.checkpoint)
+        i = self.eval_set.latency_index
+        return model_flops(model, (torch.from_numpy(self.eval_set.ids[i : i + 1]),))
 
     def job(self, kind: str, **extra: Any) -> dict[str, Any]:
         o = self.opt
@@ -148,7 +187,9 @@ class _Bench:
             **extra,
         }
 
-    def fill_measured(self, entry: dict[str, Any], res: dict[str, Any], logits: np.ndarray | None) -> dict[str, Any]:
+    def fill_measured(
+        self, entry: dict[str, Any], res: dict[str, Any], logits: np.ndarray | None
+    ) -> dict[str, Any]:
         entry["status"] = res.get("status", "run_failed")
         entry["reason"] = res.get("reason")
         if entry["status"] != "ok":
@@ -183,11 +224,6 @@ def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> No
 
 
 def _measure_student(b: _Bench) -> dict[str, Any]:
-    import torch
-
-    from kdmobile.checkpoint import load_checkpoint
-    from kdmobile.harness.machine import model_flops
-
     b.log("bench: eager student (PyTorch) ...")
     res, logits = run_worker(b.job("student"), b.workdir, b.opt.worker_timeout)
     e = new_entry(
@@ -204,9 +240,6 @@ def _measure_student(b: _Bench) -> dict[str, Any]:
         details={"role": "same-run reference"},
     )
     b.fill_measured(e, res, logits)
-    model, _ = load_checkpoint(b.checkpoint)
-    x = torch.from_numpy(b.eval_set.ids[b.eval_set.latency_index : b.eval_set.latency_index + 1])
-    b.student_flops = model_flops(model, (x,))
     e["flops"] = b.student_flops
     return e
 
@@ -237,6 +270,7 @@ def _measure_teacher(b: _Bench) -> dict[str, Any]:
         e["runtime"] = "PyTorch eager"
         e["flavour"] = res.get("name")
         b.teacher_logits = logits
+        b.logits["teacher"] = logits
     return e
 
 
@@ -247,6 +281,8 @@ def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
     out = []
     for r in b.summary.get("results", []):
         if b.opt.targets and r["target"] not in b.opt.targets:
+            continue
+        if b.opt.precisions and r["precision"] not in b.opt.precisions:
             continue
         try:
             target = get_target(r["target"])
@@ -274,10 +310,14 @@ def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
         if r.get("status") != "ok" or path is None or target is None:
             if r.get("status") == "ok":
                 e["status"], e["reason"] = "load_failed", f"artifact {path} or its target is missing"
+            else:
+                e["details"]["from_export"] = True  # not measured here: the export summary's verdict
             out.append(e)
             continue
         b.log(f"bench: {r['target']} {r['precision']} ({label}) ...")
-        res, logits = run_worker(b.job("artifact", target=r["target"], artifact=str(path)), b.workdir, b.opt.worker_timeout)
+        res, logits = run_worker(
+            b.job("artifact", target=r["target"], artifact=str(path)), b.workdir, b.opt.worker_timeout
+        )
         b.fill_measured(e, res, logits)
         if e["status"] == "ok":
             e["details"]["input_dtype"] = res.get("input_dtype")
@@ -285,12 +325,20 @@ def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
     return out
 
 
-def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]], student_p50: float | None) -> list[dict[str, Any]]:
+def _measure_browser(
+    b: _Bench, artifacts: list[dict[str, Any]], student_p50: float | None
+) -> list[dict[str, Any]]:
     from kdmobile.harness import browser as B
 
     bundle = b.dir / "onnx-web" / "bundle"
     py = {e["precision"]: e for e in artifacts if e["target"] == "onnx-web"}
-    models = [(p, f"model_{p}.onnx") for p in ("fp32", "int8") if (bundle / f"model_{p}.onnx").is_file()]
+    wanted = b.opt.precisions or ("fp32", "int8")
+    models = [
+        (p, f"model_{p}.onnx")
+        for p in ("fp32", "int8")
+        if p in wanted and (bundle / f"model_{p}.onnx").is_file()
+    ]
+    py = {p: e for p, e in py.items() if p in wanted}
     if b.opt.targets and "onnx-web" not in b.opt.targets:
         return []
     threads = b.opt.browser_threads or (1, max(2, min(4, os.cpu_count() or 2)))
@@ -302,10 +350,12 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]], student_p50: fl
                 kind="browser",
                 target="onnx-web",
                 precision=p,
-                runtime="onnxruntime-web (Chromium, wasm)",
+                runtime="onnxruntime-web (Chromium wasm)",
                 runtime_version=B.ort_web_version(),
                 path=str(bundle / f"model_{p}.onnx"),
-                size_bytes=_size(bundle / f"model_{p}.onnx") if (bundle / f"model_{p}.onnx").is_file() else None,
+                size_bytes=_size(bundle / f"model_{p}.onnx")
+                if (bundle / f"model_{p}.onnx").is_file()
+                else None,
                 threads=t,
                 batch=1,
                 status="unavailable",
@@ -331,7 +381,9 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]], student_p50: fl
             latency_index=b.eval_set.latency_index,
             warmup_runs=b.opt.warmup_runs,
             min_runs=b.opt.min_runs,
-            min_seconds=b.opt.browser_min_seconds if b.opt.browser_min_seconds is not None else b.opt.min_seconds,
+            min_seconds=b.opt.browser_min_seconds
+            if b.opt.browser_min_seconds is not None
+            else b.opt.min_seconds,
             max_seconds=b.opt.max_seconds,
         )
     except Exception as e:  # noqa: BLE001 - the page or the browser failed: every browser entry says why
@@ -349,7 +401,12 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]], student_p50: fl
         e["latency_ms"] = summarize(run.samples_ms)
         e["samples_ms"] = thin(run.samples_ms, 3000)
         e["load_ms"] = run.load_ms
-        e["measurement"] = {"runs": int(run.samples_ms.size), "timer": "performance.now()"}
+        e["measurement"] = {
+            "runs": run.runs,
+            "samples": int(run.samples_ms.size),
+            "runs_per_sample": round(run.runs_per_sample, 2),
+            "timer": "performance.now() (coarse); a sample is the mean per run over a block of >= 0.5 ms",
+        }
         if student_p50:
             e["ratio_samples"] = thin(run.samples_ms / student_p50, 3000)
             e["ratio_to_reference"] = e["latency_ms"]["p50"] / student_p50
@@ -370,17 +427,25 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]], student_p50: fl
         # The JS tokenizer must produce exactly the Python ids, on every example.
         if run.ids is not None:
             same = np.array_equal(run.ids, b.eval_set.ids)
-            bad = int((run.ids != b.eval_set.ids).any(axis=1).sum()) if run.ids.shape == b.eval_set.ids.shape else len(b.eval_set.ids)
+            bad = (
+                int((run.ids != b.eval_set.ids).any(axis=1).sum())
+                if run.ids.shape == b.eval_set.ids.shape
+                else len(b.eval_set.ids)
+            )
             e["details"]["tokenizer_exact"] = bool(same)
             if not same:
-                problems.append(f"the JS tokenizer differs from Python on {bad} of {len(b.eval_set.ids)} examples")
+                problems.append(
+                    f"the JS tokenizer differs from Python on {bad} of {len(b.eval_set.ids)} examples"
+                )
         ref = b.logits.get(py[p]["id"]) if p in py else None
         if ref is not None:
             agree = float(np.mean(run.logits.argmax(1) == ref.argmax(1)))
             e["details"]["python_top1_agreement"] = agree
             e["details"]["max_abs_logit_diff_vs_python"] = float(np.abs(run.logits - ref).max())
             if agree != 1.0:
-                problems.append(f"browser top-1 differs from Python onnxruntime on {fmt_share(1 - agree)} of examples")
+                problems.append(
+                    f"browser top-1 differs from Python onnxruntime on {fmt_share(1 - agree)} of examples"
+                )
         else:
             problems.append("no Python onnxruntime result for this precision to compare with")
         b.logits[e["id"]] = run.logits
@@ -394,13 +459,13 @@ def fmt_share(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def _derive(report: dict[str, Any], matmul_gflops: float) -> None:
+def _derive(report: dict[str, Any], matmul_gflops: float, b_flops: int | None) -> None:
     """Ratios to the teacher and the eager student, speed-ups, compute floor, retention."""
-    teacher, student = report["teacher"], report["student"]
+    teacher, student = report["teacher"] or {}, report["student"] or {}
     t50 = (teacher.get("latency_ms") or {}).get("p50") if teacher.get("status") == "ok" else None
     s50 = (student.get("latency_ms") or {}).get("p50") if student.get("status") == "ok" else None
     t_top1 = teacher.get("top1") if teacher.get("status") == "ok" else None
-    for e in [teacher, student, *report["artifacts"]]:
+    for e in all_entries(report):
         p50 = (e.get("latency_ms") or {}).get("p50")
         if p50:
             if t50:
@@ -409,7 +474,7 @@ def _derive(report: dict[str, Any], matmul_gflops: float) -> None:
             if s50:
                 e["ratio_to_student"] = p50 / s50
                 e["speedup_vs_student"] = s50 / p50
-            flops = e.get("flops") if e["kind"] == "teacher" else student.get("flops")
+            flops = e.get("flops") if e["kind"] == "teacher" else (student.get("flops") or b_flops)
             if flops and matmul_gflops:
                 e["flops"] = flops
                 e["compute_floor_ms"] = flops / (matmul_gflops * 1e9) * 1e3
@@ -449,14 +514,15 @@ def run_bench(
     prev_threads = torch.get_num_threads()
     try:
         probe = matmul_rate(options.threads)
-        student = _measure_student(b)
-        teacher = _measure_teacher(b)
-        _accuracy(teacher, b.teacher_logits, b)
-        _accuracy(student, b.logits.get("student"), b)
+        student = _measure_student(b) if options.include_student else None
+        teacher = _measure_teacher(b) if options.include_teacher else None
+        for e in (teacher, student):
+            if e is not None:
+                _accuracy(e, b.logits.get(e["id"]), b)
         artifacts = _measure_artifacts(b)
         for e in artifacts:
             _accuracy(e, b.logits.get(e["id"]), b)
-        s50 = (student.get("latency_ms") or {}).get("p50") if student["status"] == "ok" else None
+        s50 = (student.get("latency_ms") or {}).get("p50") if student and student["status"] == "ok" else None
         artifacts += _measure_browser(b, artifacts, s50)
         probe_end = matmul_rate(options.threads)
     finally:
@@ -474,7 +540,11 @@ def run_bench(
         "data": data,
         "n_examples": int(len(b.eval_set.ids)),
         "artifacts_dir": str(artifacts_dir),
-        "export_summary": {"checkpoint": b.checkpoint, "created": b.summary.get("created"), "ok": b.summary.get("ok")},
+        "export_summary": {
+            "checkpoint": b.checkpoint,
+            "created": b.summary.get("created"),
+            "ok": b.summary.get("ok"),
+        },
         "machine": machine,
         "versions": tool_versions(b.versions),
         "settings": {**asdict(options), "reference": "student"},
@@ -486,9 +556,13 @@ def run_bench(
         "student": student,
         "artifacts": sorted(artifacts, key=sort_key),
     }
-    _derive(report, gflops)
-    failures = [e["id"] for e in [teacher, student, *artifacts] if e["status"] in FAILED]
+    _derive(report, gflops, b.student_flops)
+    everything = [e for e in (teacher, student, *artifacts) if e is not None]
+    failures = [e["id"] for e in everything if e["status"] in FAILED and not e["details"].get("from_export")]
     report["failures"] = failures
+    report["export_failures"] = [
+        e["id"] for e in everything if e["status"] in FAILED and e["details"].get("from_export")
+    ]
     report["ok"] = not failures
     report["seconds"] = round(time.perf_counter() - t0, 1)
     if out is not None:

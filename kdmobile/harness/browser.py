@@ -81,7 +81,9 @@ class BrowserRun:
     tokenize_ms: float
     ids: np.ndarray | None  # int64 [n, max_len], the JS tokenizer's output
     logits: np.ndarray  # float32 [n, classes]
-    samples_ms: np.ndarray
+    samples_ms: np.ndarray  # per-run latency: the mean over a block of >= 0.5 ms of consecutive runs
+    runs_per_sample: float
+    runs: int
     ort_version: str | None
     user_agent: str
 
@@ -189,6 +191,8 @@ def run_bundle(
                             ids=ids,
                             logits=np.asarray(res["logits"], dtype=np.float32).reshape(n, cols),
                             samples_ms=np.asarray(res["samples"], dtype=np.float64),
+                            runs_per_sample=float(res["runsPerSample"]),
+                            runs=int(res["runs"]),
                             ort_version=res.get("ortVersion"),
                             user_agent=str(res.get("userAgent")),
                         )

@@ -21,6 +21,7 @@ Thresholds: ``DEFAULT_CHECK_THRESHOLDS`` < the target's ``check_thresholds`` (``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +126,11 @@ def _machine_notes(report: dict[str, Any], baseline: dict[str, Any]) -> tuple[bo
             "absolute latencies are not comparable; latency is judged only on same-run ratios"
         )
     vb, vr = baseline.get("versions", {}), report.get("versions", {})
-    changed = [f"{k} {vb.get(k)} -> {vr.get(k)}" for k in LATENCY_RELEVANT if vb.get(k) != vr.get(k) and (k in vb or k in vr)]
+    changed = [
+        f"{k} {vb.get(k)} -> {vr.get(k)}"
+        for k in LATENCY_RELEVANT
+        if vb.get(k) != vr.get(k) and (k in vb or k in vr)
+    ]
     if changed:
         notes.append(
             "tool versions differ from the baseline ("
@@ -135,7 +140,9 @@ def _machine_notes(report: dict[str, Any], baseline: dict[str, Any]) -> tuple[bo
     return same_machine and not changed, notes
 
 
-def _latency_row(name: str, base: dict[str, Any], cur: dict[str, Any], th: dict[str, float], alpha: float, absolute: bool) -> Row:
+def _latency_row(
+    name: str, base: dict[str, Any], cur: dict[str, Any], th: dict[str, float], alpha: float, absolute: bool
+) -> Row:
     pct = th["latency_pct"]
     bl, cl = base.get("latency_ms") or {}, cur.get("latency_ms") or {}
     abs_txt = ""
@@ -146,7 +153,16 @@ def _latency_row(name: str, base: dict[str, Any], cur: dict[str, Any], th: dict[
     xr, yr = xr[xr > 0], yr[yr > 0]
     threshold = f"+{pct:g}% (p<{alpha:g})"
     if xr.size < MIN_SAMPLES or yr.size < MIN_SAMPLES:
-        return Row(name, "latency ratio", "–", "–", "–", threshold, "skipped", f"too few per-run samples ({xr.size}, {yr.size})")
+        return Row(
+            name,
+            "latency ratio",
+            "–",
+            "–",
+            "–",
+            threshold,
+            "skipped",
+            f"too few per-run samples ({xr.size}, {yr.size})",
+        )
     test = shifted_mann_whitney(np.log(xr), np.log(yr), shift=math.log1p(pct / 100.0))
     moved = math.exp(test.shift_estimate) - 1.0
     regression = test.p_value < alpha and moved > pct / 100.0
@@ -169,14 +185,32 @@ def compare(
     *,
     overrides: dict[str, dict[str, float]] | None = None,
     alpha: float = DEFAULT_ALPHA,
+    only: Sequence[str] | None = None,
 ) -> CheckResult:
-    """Compare ``report`` against ``baseline`` (both validated dicts); see the module docstring."""
+    """Compare ``report`` against ``baseline`` (both validated dicts); see the module docstring.
+
+    Args:
+        overrides: thresholds by target (``"*"`` for all), from ``parse_threshold_overrides``.
+        alpha: significance level of the latency rank test.
+        only: compare only entries whose id starts with one of these (e.g. ``"executorch/"``,
+            ``"teacher"``); default every baseline entry.
+    """
     overrides = overrides or {}
     result = CheckResult()
     absolute_ok, result.notes = _machine_notes(report, baseline)
     result.comparable_machine = absolute_ok
-    current = {e["id"]: e for e in all_entries(report)}
+
+    def in_scope(eid: str) -> bool:
+        return not only or any(eid == o or eid.startswith(o) for o in only)
+
+    if only and not any(in_scope(e["id"]) for e in all_entries(baseline)):
+        raise UsageError(
+            f"--only {', '.join(only)} matches no baseline entry; ids look like 'executorch/fp32/...'"
+        )
+    current = {e["id"]: e for e in all_entries(report) if in_scope(e["id"])}
     for base in all_entries(baseline):
+        if not in_scope(base["id"]):
+            continue
         eid = base["id"]
         name = display_name(base)
         th = target_thresholds(base.get("target") if base.get("kind") in ("artifact", "browser") else None)
@@ -186,7 +220,18 @@ def compare(
         bstat = base.get("status")
         if cur is None:
             verdict = "REGRESSION" if bstat in OK_STATUSES else "ok"
-            result.rows.append(Row(name, "status", bstat, "missing", "", "present", verdict, f"no entry {eid!r} in the report"))
+            result.rows.append(
+                Row(
+                    name,
+                    "status",
+                    bstat,
+                    "missing",
+                    "",
+                    "present",
+                    verdict,
+                    f"no entry {eid!r} in the report",
+                )
+            )
             continue
         cstat = cur.get("status")
         if bstat in OK_STATUSES and cstat != bstat:
@@ -195,7 +240,9 @@ def compare(
             continue
         measured = bstat == "ok" and cstat == "ok"
         if not measured:
-            result.rows.append(Row(name, "status", bstat, cstat, "", "", "ok", "not measured here: status and size only"))
+            result.rows.append(
+                Row(name, "status", bstat, cstat, "", "", "ok", "not measured here: status and size only")
+            )
         # Latency (artifacts and browser runs; the eager student is the reference, the teacher is not shipped).
         if measured and base.get("kind") in ("artifact", "browser"):
             result.rows.append(_latency_row(name, base, cur, th, alpha, absolute_ok))
@@ -204,22 +251,38 @@ def compare(
             if b is None or c is None:
                 continue
             drop_pt = 100.0 * (b - c)
-            verdict = "REGRESSION" if drop_pt > th["accuracy_pt"] + 1e-9 else ("improved" if drop_pt < -th["accuracy_pt"] else "ok")
+            verdict = (
+                "REGRESSION"
+                if drop_pt > th["accuracy_pt"] + 1e-9
+                else ("improved" if drop_pt < -th["accuracy_pt"] else "ok")
+            )
             fmt = (lambda v: f"{v:.4f}") if metric == "retention" else (lambda v: f"{100 * v:.2f}%")
             result.rows.append(
-                Row(name, metric, fmt(b), fmt(c), f"{-drop_pt:+.2f} pt", f"-{th['accuracy_pt']:g} pt", verdict)
+                Row(
+                    name, metric, fmt(b), fmt(c), f"{-drop_pt:+.2f} pt", f"-{th['accuracy_pt']:g} pt", verdict
+                )
             )
         bs, cs = base.get("size_bytes"), cur.get("size_bytes")
         if bs and cs is not None:
             growth = cs / bs - 1.0
             verdict = "REGRESSION" if growth > th["size_pct"] / 100.0 + 1e-12 else "ok"
             result.rows.append(
-                Row(name, "size", fmt_bytes(bs), fmt_bytes(cs), _fmt_pct_change(growth), f"+{th['size_pct']:g}%", verdict)
+                Row(
+                    name,
+                    "size",
+                    fmt_bytes(bs),
+                    fmt_bytes(cs),
+                    _fmt_pct_change(growth),
+                    f"+{th['size_pct']:g}%",
+                    verdict,
+                )
             )
-    base_ids = {e["id"] for e in all_entries(baseline)}
+    base_ids = {e["id"] for e in all_entries(baseline) if in_scope(e["id"])}
     for eid, cur in current.items():
         if eid not in base_ids:
-            result.rows.append(Row(display_name(cur), "status", "–", cur.get("status"), "", "", "new", "not in the baseline"))
+            result.rows.append(
+                Row(display_name(cur), "status", "–", cur.get("status"), "", "", "new", "not in the baseline")
+            )
     return result
 
 
@@ -227,11 +290,15 @@ def format_table(result: CheckResult, *, verbose: bool = False) -> str:
     """The check's table: every regression and every moved figure (all rows with ``verbose``)."""
     rows = [r for r in result.rows if verbose or r.verdict != "ok" or r.metric == "latency ratio"]
     head = ("entry", "metric", "baseline", "now", "change", "threshold", "verdict", "detail")
-    cells = [head] + [(r.entry, r.metric, r.baseline, r.current, r.change, r.threshold, r.verdict, r.detail) for r in rows]
+    cells = [head] + [
+        (r.entry, r.metric, r.baseline, r.current, r.change, r.threshold, r.verdict, r.detail) for r in rows
+    ]
     widths = [max(len(str(c[i])) for c in cells) for i in range(len(head) - 1)]
     lines = []
     for i, c in enumerate(cells):
-        lines.append("  ".join(str(v).ljust(w) for v, w in zip(c[:-1], widths, strict=True)) + "  " + str(c[-1]))
+        lines.append(
+            "  ".join(str(v).ljust(w) for v, w in zip(c[:-1], widths, strict=True)) + "  " + str(c[-1])
+        )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  ------")
     out = []

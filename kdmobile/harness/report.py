@@ -86,7 +86,9 @@ def new_entry(**fields: Any) -> dict[str, Any]:
     return entry
 
 
-def entry_id(target: str, precision: str, runtime: str, threads: int | None = None, kind: str = "artifact") -> str:
+def entry_id(
+    target: str, precision: str, runtime: str, threads: int | None = None, kind: str = "artifact"
+) -> str:
     """Stable key of an entry across runs (``kdmobile check`` matches baseline and report on it)."""
     if kind == "browser":
         return f"{target}/{precision}/browser-{threads}t"
@@ -201,7 +203,7 @@ def runtime_label(entry: dict[str, Any]) -> str:
     rt = entry.get("runtime") or "?"
     if entry.get("kind") == "browser":
         t = entry.get("threads")
-        rt = f"{rt} ({t} thread{'s' if t != 1 else ''})"
+        rt = f"{rt}, {t} thread{'s' if t != 1 else ''}"
     return rt
 
 
@@ -227,7 +229,9 @@ def _table_rows(report: dict[str, Any]) -> list[list[str]]:
         status = e.get("status") or "?"
         rows.append(
             [
-                "teacher (server)" if e["kind"] == "teacher" else ("eager student" if e["kind"] == "student" else e["target"]),
+                "teacher (server)"
+                if e["kind"] == "teacher"
+                else ("eager student" if e["kind"] == "student" else e["target"]),
                 e.get("precision") or "–",
                 runtime_label(e),
                 fmt_bytes(e.get("size_bytes")),
@@ -331,6 +335,61 @@ def plot_points(report: dict[str, Any]) -> list[dict[str, Any]]:
     return pts
 
 
+def place_labels(
+    items: list[tuple[tuple[float, float, float], str]],
+    circles: list[tuple[float, float, float]],
+    bounds: tuple[float, float, float, float],
+    char_w: float = 6.6,
+    line_h: float = 15.0,
+) -> list[tuple[float, float, float, float]]:
+    """Greedy label placement: for each ``((x, y, r), text)`` the first candidate box (x, y, w, h) that
+    overlaps no placed label, no marker and stays inside ``bounds``; else the least-overlapping one."""
+    x0, y0, x1, y1 = bounds
+    placed: list[tuple[float, float, float, float]] = []
+
+    def overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+        w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+        h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+        return max(0.0, w) * max(0.0, h)
+
+    def cost(box: tuple[float, float, float, float], own: int) -> float:
+        c = sum(overlap(box, o) for o in placed) * 10
+        for j, (cx, cy, cr) in enumerate(circles):
+            if j != own:
+                c += overlap(box, (cx - cr, cy - cr, 2 * cr, 2 * cr)) * 0.5
+        outside = (box[0] < x0) or (box[1] < y0) or (box[0] + box[2] > x1 + 190) or (box[1] + box[3] > y1)
+        return c + (1e6 if outside else 0.0)
+
+    order = sorted(range(len(items)), key=lambda i: (items[i][0][0], items[i][0][1]))
+    out: list[tuple[float, float, float, float] | None] = [None] * len(items)
+    for i in order:
+        (x, y, r), text = items[i]
+        w, h = char_w * len(text) + 4, line_h
+        cands = [
+            (x + r + 4, y - h / 2),
+            (x - r - 4 - w, y - h / 2),
+            (x - w / 2, y - r - 2 - h),
+            (x - w / 2, y + r + 2),
+        ]
+        for step in range(1, 9):
+            d = step * line_h
+            cands += [(x + r + 4, y - h / 2 + d), (x + r + 4, y - h / 2 - d)]
+            cands += [(x - r - 4 - w, y - h / 2 + d), (x - r - 4 - w, y - h / 2 - d)]
+        best, best_cost = None, math.inf
+        for cx, cy in cands:
+            box = (cx, cy, w, h)
+            c = cost(box, i)
+            if c == 0:
+                best = box
+                break
+            if c < best_cost:
+                best, best_cost = box, c
+        assert best is not None
+        placed.append(best)
+        out[i] = best
+    return [b for b in out if b is not None]
+
+
 def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> str:
     """Latency (p50, log scale) vs top-1; marker area proportional to the artifact's size."""
     pts = plot_points(report)
@@ -344,7 +403,9 @@ def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> s
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
     ]
     if not pts:
-        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no measured entries</text></svg>')
+        parts.append(
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no measured entries</text></svg>'
+        )
         return "".join(parts)
     xs = [math.log10(p["x"]) for p in pts]
     x_lo, x_hi = math.floor(min(xs) * 2) / 2, math.ceil(max(xs) * 2) / 2
@@ -379,7 +440,9 @@ def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> s
     while v <= y_hi + 1e-9:
         y = py(v)
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#e5e5e5"/>')
-        parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{100 * v:.0f}%</text>')
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{100 * v:.0f}%</text>'
+        )
         v += step
     parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
     parts.append(
@@ -392,7 +455,6 @@ def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> s
     )
     # Marker area ∝ size: the largest entry gets radius 34 px; a floor keeps tiny ones visible.
     max_size = max(p["size"] for p in pts) or 1.0
-    labels: list[tuple[float, float]] = []
     for p in sorted(pts, key=lambda p: -p["size"]):  # big ones first so small ones stay on top
         r = max(3.0, 34.0 * math.sqrt(p["size"] / max_size))
         x, y = px(p["x"]), py(p["y"])
@@ -408,16 +470,18 @@ def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> s
             f'stroke="{p["colour"]}" stroke-width="2"{dash}><title>{esc(title)}</title></circle>'
         )
         p["_xy"] = (x, y, r)
-    # Labels: to the right of each marker, nudged down until they do not overlap an earlier label.
-    for p in sorted(pts, key=lambda p: (p["_xy"][1], p["_xy"][0])):
+    # Labels: the first free spot around each marker (right, left, above, below, then further out),
+    # avoiding other labels, other markers and the plot's edges; a leader line when placed away.
+    circles = [p["_xy"] for p in pts]
+    boxes = place_labels([(p["_xy"], p["label"]) for p in pts], circles, (left, top, left + pw, top + ph))
+    for p, (bx, by, bw, bh) in zip(pts, boxes, strict=True):
         x, y, r = p["_xy"]
-        lx, ly = x + r + 6, y + 4
-        while any(abs(ly - oy) < 14 and abs(lx - ox) < 150 for ox, oy in labels):
-            ly += 14
-        labels.append((lx, ly))
-        if abs(ly - (y + 4)) > 1:
-            parts.append(f'<line x1="{x + r:.1f}" y1="{y:.1f}" x2="{lx - 2:.1f}" y2="{ly - 4:.1f}" stroke="#bbb"/>')
-        parts.append(f'<text x="{lx:.1f}" y="{ly:.1f}" fill="{p["colour"]}">{esc(p["label"])}</text>')
+        cx, cy = min(max(x, bx), bx + bw), min(max(y, by), by + bh)  # nearest point of the box
+        if math.hypot(cx - x, cy - y) > r + 8:
+            parts.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{cx:.1f}" y2="{cy:.1f}" stroke="#aaa"/>')
+        parts.append(
+            f'<text x="{bx:.1f}" y="{by + bh - 3:.1f}" fill="{p["colour"]}">{esc(p["label"])}</text>'
+        )
     # Legend: colours by target; hollow dashed = in-browser run.
     lx, ly = left + pw + 20, top + 10
     seen = []
@@ -429,7 +493,9 @@ def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> s
     for key in seen:
         colour = PALETTE.get(key, "#17becf")
         name = {"teacher": "teacher (PyTorch)", "student": "eager student (PyTorch)"}.get(key, key)
-        parts.append(f'<circle cx="{lx + 6}" cy="{ly}" r="6" fill="{colour}" fill-opacity="0.35" stroke="{colour}"/>')
+        parts.append(
+            f'<circle cx="{lx + 6}" cy="{ly}" r="6" fill="{colour}" fill-opacity="0.35" stroke="{colour}"/>'
+        )
         parts.append(f'<text x="{lx + 18}" y="{ly + 4}">{esc(name)}</text>')
         ly += 20
     if any(p["hollow"] for p in pts):
@@ -443,11 +509,65 @@ def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> s
     return "".join(parts)
 
 
+def render_speedup_svg(report: dict[str, Any], width: int = 900, mark: float = 20.0) -> str:
+    """Horizontal bars: each measured entry's speed-up over the teacher at batch 1 (log scale)."""
+    rows = [
+        e
+        for e in sorted(all_entries(report), key=sort_key)
+        if e["kind"] != "teacher" and e.get("status") == "ok" and e.get("speedup_vs_teacher")
+    ]
+    if not rows:
+        return ""
+    esc = html.escape
+    left, right, top, row_h = 230, 90, 28, 22
+    height = top + row_h * len(rows) + 36
+    pw = width - left - right
+    hi = math.ceil(math.log10(max(max(e["speedup_vs_teacher"] for e in rows), mark * 1.5)))
+    lo = min(0, math.floor(math.log10(min(e["speedup_vs_teacher"] for e in rows))))
+
+    def px(v: float) -> float:
+        return left + (math.log10(max(v, 10.0**lo)) - lo) / (hi - lo) * pw
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'font-family="system-ui, sans-serif" font-size="12" role="img" aria-label="Speed-up over the teacher">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{left}" y="16" font-size="13">speed-up over the teacher, batch 1, same run (log scale)</text>',
+    ]
+    for d in range(lo, hi + 1):
+        x = px(10.0**d)
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 30}" stroke="#e5e5e5"/>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{height - 14}" text-anchor="middle" fill="#555">{10**d:,}×</text>'
+        )
+    for i, e in enumerate(rows):
+        y = top + i * row_h
+        v = e["speedup_vs_teacher"]
+        colour = _colour(e)
+        hollow = e["kind"] == "browser"
+        dash = ' stroke-dasharray="4 2"' if hollow else ""
+        parts.append(f'<text x="{left - 8}" y="{y + 14}" text-anchor="end">{esc(display_name(e))}</text>')
+        parts.append(
+            f'<rect x="{px(10.0**lo):.1f}" y="{y + 3}" width="{max(1.0, px(v) - px(10.0**lo)):.1f}" height="{row_h - 7}" '
+            f'fill="{"white" if hollow else colour}" fill-opacity="0.55" stroke="{colour}"{dash}>'
+            f"<title>{esc(fmt_ratio(v))}</title></rect>"
+        )
+        parts.append(f'<text x="{px(v) + 6:.1f}" y="{y + 14}" fill="#333">{esc(fmt_ratio(v))}</text>')
+    x = px(mark)
+    parts.append(
+        f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height - 30}" stroke="#b00020" stroke-dasharray="5 3"/>'
+    )
+    parts.append(f'<text x="{x + 4:.1f}" y="{height - 32}" fill="#b00020">{mark:g}×</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px} .sub{color:#555;margin-top:0}
-table{border-collapse:collapse;font-size:13px;margin-top:12px} th,td{padding:4px 8px;border-bottom:1px solid #ddd}
-th{text-align:left;background:#f6f6f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;font-size:12px;margin-top:12px;width:100%} th,td{padding:4px 6px;border-bottom:1px solid #ddd}
+th{text-align:left;background:#f6f6f6} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+svg{display:block;max-width:100%;height:auto;margin:8px 0}
 .bad{color:#b00020;font-weight:600} .ok{color:#1b7a1b} .cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:8px;padding:8px 12px;min-width:150px}
 .card b{display:block;font-size:20px} .card span{color:#555;font-size:12px} .small{color:#555;font-size:12px}
@@ -464,19 +584,42 @@ def render_html(report: dict[str, Any]) -> str:
     cards = []
     if measured:
         fastest = max(measured, key=lambda e: e.get("speedup_vs_teacher") or 0)
-        cards.append((fmt_ratio(fastest.get("speedup_vs_teacher")), f"fastest vs teacher: {display_name(fastest)}"))
+        cards.append(
+            (fmt_ratio(fastest.get("speedup_vs_teacher")), f"fastest vs teacher: {display_name(fastest)}")
+        )
         rets = [e["retention"] for e in measured if e.get("retention") is not None]
         if rets:
             cards.append((f"{min(rets):.3f}", "lowest retention (student top-1 / teacher top-1)"))
-        smallest = min((e for e in measured if e.get("size_bytes")), key=lambda e: e["size_bytes"], default=None)
+        smallest = min(
+            (e for e in measured if e.get("size_bytes")), key=lambda e: e["size_bytes"], default=None
+        )
         if smallest:
             cards.append((fmt_bytes(smallest["size_bytes"]), f"smallest: {display_name(smallest)}"))
     if teacher.get("top1") is not None:
-        cards.append((fmt_pct(teacher["top1"]), f"teacher top-1, p50 {fmt_ms((teacher.get('latency_ms') or {}).get('p50'))}"))
+        cards.append(
+            (
+                fmt_pct(teacher["top1"]),
+                f"teacher top-1, p50 {fmt_ms((teacher.get('latency_ms') or {}).get('p50'))}",
+            )
+        )
     failed = [e for e in entries if e.get("status") not in OK_STATUSES]
     cards.append((str(len(failed)), "entries not ok"))
 
-    head = ["entry", "precision", "runtime", "size", "p50", "p90", "p99", "× teacher", "top-1", "recall@3", "retention", "agreement", "status"]
+    head = [
+        "entry",
+        "precision",
+        "runtime",
+        "size",
+        "p50",
+        "p90",
+        "p99",
+        "× teacher",
+        "top-1",
+        "recall@3",
+        "retention",
+        "agreement",
+        "status",
+    ]
     rows = []
     for e in entries:
         lat = e.get("latency_ms") or {}
@@ -500,7 +643,9 @@ def render_html(report: dict[str, Any]) -> str:
         title = f' title="{esc(e["reason"])}"' if e.get("reason") else ""
         rows.append(f'<tr>{tds}<td class="{cls}"{title}>{esc(status)}</td></tr>')
     notes = "".join(
-        f"<li><b>{esc(display_name(e))}</b> ({esc(e['status'])}): {esc(e['reason'])}</li>" for e in entries if e.get("reason")
+        f"<li><b>{esc(display_name(e))}</b> ({esc(e['status'])}): {esc(e['reason'])}</li>"
+        for e in entries
+        if e.get("reason")
     )
     versions = ", ".join(f"{esc(k)} {esc(str(v))}" for k, v in sorted(report.get("versions", {}).items()))
     card_html = "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(t)}</span></div>' for v, t in cards)
@@ -512,6 +657,7 @@ def render_html(report: dict[str, Any]) -> str:
 measured {esc(str(report.get("created", "")))}</p>
 <div class="cards">{card_html}</div>
 {render_svg(report)}
+{render_speedup_svg(report)}
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{"".join(rows)}</tbody></table>
 <p class="small">Batch 1, {esc(str(report.get("settings", {}).get("threads", "?")))} thread(s) unless stated; latency is the model
 call only. × teacher = teacher p50 / entry p50 in the same run. Retention = top-1 / teacher top-1.</p>

@@ -35,7 +35,9 @@ SEED = 0
 class SelftestTeacher(nn.Module):
     """``ids: int64[B, L]`` → logits: embedding, a 2-layer Transformer encoder, masked mean pooling, head."""
 
-    def __init__(self, num_buckets: int, dim: int, heads: int, layers: int, ff: int, num_intents: int) -> None:
+    def __init__(
+        self, num_buckets: int, dim: int, heads: int, layers: int, ff: int, num_intents: int
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(num_buckets, dim, padding_idx=0)
         self.pos = nn.Parameter(torch.zeros(1, 512, dim))
@@ -61,7 +63,9 @@ def _training_data(tok: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     return ids, labels
 
 
-def _fit(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float, seed: int) -> None:
+def _fit(
+    model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float, seed: int
+) -> None:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
@@ -76,11 +80,19 @@ def _fit(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, epochs: int,
     model.eval()
 
 
-def train(out_dir: str | Path, *, seed: int = SEED, n_train: int = N_TRAIN, student_config: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Train the selftest student and teacher into ``out_dir``; deterministic for a seed on one machine.
+def train(
+    out_dir: str | Path,
+    *,
+    seed: int = SEED,
+    n_train: int = N_TRAIN,
+    student_config: dict[str, Any] | None = None,
+    with_teacher: bool = True,
+) -> dict[str, Path]:
+    """Train the selftest student (and teacher) into ``out_dir``; deterministic for a seed on one machine.
 
     Returns:
-        ``{"student": .../student.safetensors, "teacher": .../teacher.safetensors}``.
+        ``{"student": .../student.safetensors, "teacher": .../teacher.safetensors}`` (no teacher without
+        ``with_teacher``).
     """
     from safetensors.torch import save_file
 
@@ -102,16 +114,20 @@ def train(out_dir: str | Path, *, seed: int = SEED, n_train: int = N_TRAIN, stud
         torch.manual_seed(seed)
         student = EmailStudent(**student_config, num_intents=len(intents))
         _fit(student, ids, labels, epochs=4, lr=1e-2, seed=seed)
-        torch.manual_seed(seed + 1)
-        tcfg = {**TEACHER_CONFIG, "num_buckets": tok_cfg["num_buckets"], "num_intents": len(intents)}
-        teacher = SelftestTeacher(**tcfg)
-        _fit(teacher, ids[:, :64], labels, epochs=3, lr=3e-3, seed=seed + 1)
+        if with_teacher:
+            torch.manual_seed(seed + 1)
+            tcfg = {**TEACHER_CONFIG, "num_buckets": tok_cfg["num_buckets"], "num_intents": len(intents)}
+            teacher = SelftestTeacher(**tcfg)
+            _fit(teacher, ids[:, :64], labels, epochs=3, lr=3e-3, seed=seed + 1)
     finally:
         torch.set_num_threads(prev)
     teacher_path = out_dir / "teacher.safetensors"
-    with atomic_path(teacher_path) as tmp:
-        save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp))
-    write_json(teacher_path.with_suffix(".json"), {"architecture": "selftest-teacher", "model_config": tcfg})
+    if with_teacher:
+        with atomic_path(teacher_path) as tmp:
+            save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp))
+        write_json(
+            teacher_path.with_suffix(".json"), {"architecture": "selftest-teacher", "model_config": tcfg}
+        )
     student_path = save_checkpoint(
         out_dir / "student.safetensors",
         student,
@@ -121,11 +137,70 @@ def train(out_dir: str | Path, *, seed: int = SEED, n_train: int = N_TRAIN, stud
             "task": "email",
             "tokenizer": json.loads(tok.to_json()),
             "intents": intents,
-            "teacher_checkpoint": str(teacher_path),
+            "teacher_checkpoint": str(teacher_path) if with_teacher else None,
             "note": "kdmobile.harness.selftest student (for the harness's tests)",
         },
     )
-    return {"student": student_path, "teacher": teacher_path}
+    return {"student": student_path, "teacher": teacher_path} if with_teacher else {"student": student_path}
+
+
+# The targets that run on Linux and the precisions the selftest exports (Core ML only converts here).
+TARGETS = ("executorch", "tflite", "onnx-web")
+PRECISIONS = ("fp32", "int8")
+
+
+def export(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    targets: tuple[str, ...] = TARGETS,
+    precisions: tuple[str, ...] = PRECISIONS,
+    bundle: bool = True,
+) -> Path:
+    """``kdmobile export CHECKPOINT --target ... --precision ... [--bundle] -o OUT_DIR`` through the API."""
+    from kdmobile.export import export_checkpoint
+
+    export_checkpoint(
+        checkpoint, out_dir, targets=list(targets), precisions=list(precisions), bundle=bundle, n_heldout=128
+    )
+    return Path(out_dir)
+
+
+def bench_options(**overrides: Any) -> Any:
+    """The short measurement window the selftest uses (the committed baseline uses a longer one)."""
+    from kdmobile.harness.bench import BenchOptions
+
+    base: dict[str, Any] = {
+        "min_runs": 200,
+        "min_seconds": 1.0,
+        "browser_min_seconds": 1.0,
+        "browser_threads": (1, 2),
+    }
+    return BenchOptions(**{**base, **overrides})
+
+
+def baseline_path(machine_class: str | None = None) -> Path:
+    """``baselines/selftest-<machine_class>.json`` of this checkout."""
+    from kdmobile.harness.machine import machine_class as mc
+
+    return Path(__file__).resolve().parents[2] / "baselines" / f"selftest-{machine_class or mc()}.json"
+
+
+def update_baseline(workdir: str | Path, out: str | Path | None = None, min_seconds: float = 3.0) -> Path:
+    """Train, export and bench the selftest student with a longer window; write its committed baseline."""
+    from kdmobile.harness.baseline import make_baseline
+    from kdmobile.harness.bench import run_bench
+    from kdmobile.io import write_json
+
+    workdir = Path(workdir)
+    paths = train(workdir)
+    export(paths["student"], workdir / "export")
+    opts = bench_options(min_seconds=min_seconds, browser_min_seconds=min_seconds)
+    report = run_bench(workdir / "export", task="selftest", out=workdir / "report", options=opts)
+    out = Path(out) if out else baseline_path()
+    return write_json(
+        out, make_baseline(report, source="python -m kdmobile.harness.selftest --update-baseline")
+    )
 
 
 def perturb(src: str | Path, dst: str | Path, *, scale: float = 0.5, seed: int = 0) -> Path:
@@ -137,8 +212,14 @@ def perturb(src: str | Path, dst: str | Path, *, scale: float = 0.5, seed: int =
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * float(p.std()) * scale)
-    extra = {k: v for k, v in read_metadata(src).items() if k not in ("format_version", "architecture", "model_config", "sha256")}
-    return save_checkpoint(dst, model, architecture=meta["architecture"], model_config=meta["model_config"], metadata=extra)
+    extra = {
+        k: v
+        for k, v in read_metadata(src).items()
+        if k not in ("format_version", "architecture", "model_config", "sha256")
+    }
+    return save_checkpoint(
+        dst, model, architecture=meta["architecture"], model_config=meta["model_config"], metadata=extra
+    )
 
 
 def write_portable_pte(checkpoint: str | Path, out: str | Path) -> Path:
@@ -153,7 +234,9 @@ def write_portable_pte(checkpoint: str | Path, out: str | Path) -> Path:
     model, _ = load_checkpoint(checkpoint)
     tok = tokenizer_from_meta(read_metadata(checkpoint))
     example = (torch.from_numpy(tok.encode_batch(["Can we meet on Tuesday at 3pm?"])),)
-    program = to_edge_transform_and_lower(torch.export.export(model, example, strict=False), partitioner=[]).to_executorch()
+    program = to_edge_transform_and_lower(
+        torch.export.export(model, example, strict=False), partitioner=[]
+    ).to_executorch()
     with atomic_path(out) as tmp:
         tmp.write_bytes(program.buffer)
     return Path(out)
@@ -198,11 +281,42 @@ class SelftestBench:
 
         def logits() -> np.ndarray:
             with torch.inference_mode():
-                return np.concatenate([model(trimmed(list(range(s, min(s + 32, len(ids)))))).numpy() for s in range(0, len(ids), 32)])
+                return np.concatenate(
+                    [
+                        model(trimmed(list(range(s, min(s + 32, len(ids)))))).numpy()
+                        for s in range(0, len(ids), 32)
+                    ]
+                )
 
-        return TeacherModel("selftest Transformer teacher", str(path), Path(path).stat().st_size, call, logits, lambda idx: model_flops(model, (trimmed(idx),)))
+        return TeacherModel(
+            "selftest Transformer teacher",
+            str(path),
+            Path(path).stat().st_size,
+            call,
+            logits,
+            lambda idx: model_flops(model, (trimmed(idx),)),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m kdmobile.harness.selftest", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("workdir", nargs="?", default="build/selftest")
+    ap.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="also export, bench and write baselines/selftest-<class>.json",
+    )
+    args = ap.parse_args(argv)
+    if args.update_baseline:
+        print(update_baseline(args.workdir))
+    else:
+        print(json.dumps({k: str(v) for k, v in train(args.workdir).items()}))
+    return 0
 
 
 if __name__ == "__main__":
-    paths = train(sys.argv[1] if len(sys.argv) > 1 else "build/selftest")
-    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    sys.exit(main())

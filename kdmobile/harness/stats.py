@@ -37,13 +37,13 @@ def summarize(samples_ms: Sequence[float] | np.ndarray) -> dict[str, float | int
     }
 
 
-def thin(samples: Sequence[float] | np.ndarray, max_count: int) -> list[float]:
-    """At most ``max_count`` samples, evenly spaced in time order (keeps drift visible, bounds file size)."""
+def thin(samples: Sequence[float] | np.ndarray, max_count: int, significant: int = 6) -> list[float]:
+    """At most ``max_count`` samples, evenly spaced in time order (keeps drift visible, bounds file size),
+    rounded to ``significant`` digits (far below timer noise)."""
     a = np.asarray(samples, dtype=np.float64)
-    if a.size <= max_count:
-        return [float(x) for x in a]
-    idx = np.linspace(0, a.size - 1, max_count).round().astype(np.int64)
-    return [float(x) for x in a[idx]]
+    if a.size > max_count:
+        a = a[np.linspace(0, a.size - 1, max_count).round().astype(np.int64)]
+    return [float(f"{x:.{significant}g}") for x in a]
 
 
 def _rankdata(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +70,9 @@ class RankTest:
     n_y: int
 
 
-def mann_whitney_greater(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[float, float]:
+def mann_whitney_greater(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
     """One-sided Mann-Whitney U test, H1: ``x`` is stochastically greater than ``y``.
 
     Normal approximation with tie correction and continuity correction (the large-sample form; the harness

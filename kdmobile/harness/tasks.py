@@ -69,7 +69,9 @@ def get_bench_task(name: str) -> Any:
     try:
         target = BENCH_TASKS[name]
     except KeyError:
-        raise UsageError(f"unknown task {name!r} for bench; valid: {', '.join(sorted(BENCH_TASKS))}") from None
+        raise UsageError(
+            f"unknown task {name!r} for bench; valid: {', '.join(sorted(BENCH_TASKS))}"
+        ) from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)()
 
@@ -132,14 +134,18 @@ class EmailBench:
     def find_teacher(self, student_meta: dict[str, Any], checkpoint: str | None) -> str | None:
         """The teacher's weights: ``teacher_checkpoint`` in the student's metadata, else the newest
         ``build/email/teacher-*/teacher.safetensors``."""
-        named = student_meta.get("teacher_checkpoint") or (student_meta.get("teacher") or {}).get("checkpoint")
+        named = student_meta.get("teacher_checkpoint") or (student_meta.get("teacher") or {}).get(
+            "checkpoint"
+        )
         if isinstance(named, str) and Path(named).is_file():
             return named
         roots = [Path("build") / "email"]
         if checkpoint:
             roots.insert(0, Path(checkpoint).resolve().parent)
         for root in roots:
-            found = sorted(root.glob("teacher-*/teacher.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+            found = sorted(
+                root.glob("teacher-*/teacher.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True
+            )
             if found:
                 return str(found[0])
         return None
@@ -152,7 +158,11 @@ class EmailBench:
         from kdmobile.tasks.email import teacher as T
 
         meta = read_metadata(path)
-        cfg_fields = {k: v for k, v in (meta.get("teacher_config") or {}).items() if k in T.TeacherConfig.__dataclass_fields__}
+        cfg_fields = {
+            k: v
+            for k, v in (meta.get("teacher_config") or {}).items()
+            if k in T.TeacherConfig.__dataclass_fields__
+        }
         cfg = T.TeacherConfig(**cfg_fields)
         num = int(meta.get("model_config", {}).get("num_intents") or eval_set.info["n_classes"])
         model = T.build_teacher(cfg, num, pretrained=False)

@@ -13,7 +13,6 @@ cancels out of the ratio. ``kdmobile check`` tests these per-run ratios against 
 from __future__ import annotations
 
 import gc
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,14 +45,13 @@ class Latency:
 
 def _block_runs(call: Callable[[], Any], seconds: float, warmup_runs: int) -> tuple[int, int]:
     """Warm ``call`` up; return (runs done, runs per block of about ``seconds``)."""
+    times: list[int] = []
     t0 = time.perf_counter()
-    done = 0
     # At least `warmup_runs` and at least 50 ms of warm-up (allocator, caches, lazy kernel selection).
-    while done < warmup_runs or time.perf_counter() - t0 < 0.05:
-        call()
-        done += 1
-    per_call = (time.perf_counter() - t0) / done
-    return done, max(1, int(seconds / max(per_call, 1e-9)))
+    while len(times) < warmup_runs or time.perf_counter() - t0 < 0.05:
+        _timed_block(call, 1, times)
+    per_call = float(np.median(times[len(times) // 2 :])) * 1e-9  # the settled half, robust to spikes
+    return len(times), max(1, int(seconds / max(per_call, 1e-9)))
 
 
 def _timed_block(call: Callable[[], Any], runs: int, out: list[int]) -> None:
@@ -206,7 +204,3 @@ class PeakMemory:
 
     def __exit__(self, *exc: object) -> None:
         self.sample()
-
-
-def percent(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"

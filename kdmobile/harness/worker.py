@@ -168,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_job(job)
     except Exception as e:  # noqa: BLE001 - reported to the parent with the traceback
-        result = {"status": "run_failed", "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        result = {
+            "status": "run_failed",
+            "reason": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(),
+        }
     from kdmobile.io import write_json
 
     write_json(out, result)

@@ -58,6 +58,22 @@ GREETINGS = [
     "Hello again,",
     "Hi guys,",
     "Dear Team,",
+    "Hola {name},",
+    "Bonjour {name},",
+    "Hallo {name},",
+    "Ciao {name}!",
+    "Olá {name},",
+    "Hej {name},",
+    "Dear Mr. {last},",
+    "Dear Ms. {last},",
+    "Respected Sir,",
+    "Dear {title} {name},",
+    "Hi {name}, hi {person},",
+    "{name}!!",
+    "Afternoon all,",
+    "Hello everyone,",
+    "Dear valued customer,",
+    "Hi friend,",
 ]
 FORMAL_GREETINGS = [
     "Dear {title} {last},",
@@ -135,6 +151,23 @@ CONTEXT = [
     "It was [great|lovely|nice] to [see you|meet you|catch up] at {event}.",
     "I [spoke|talked] to {person} [about|regarding] {topic} [this morning|yesterday] [and she agrees|and he agrees|].",
     "[Our|The] [budget|headcount|timeline] for next year [is|was] [finalised|approved|cut] [last week|recently].",
+    "[We|I] [spent|have spent] most of [the week|yesterday|the morning] [on|dealing with] [the audit|customer calls|the quarterly numbers|the move].",
+    "[As you know|As you may remember], [we|I] [met|spoke] [at|during] {event} [last year|in {city}|a while ago].",
+    "[My|Our] [son|daughter|partner|dog] [has been|was] [keeping me busy|unwell|on holiday] [this week|lately].",
+    "[I'm|We're] [trying|hoping] to [wrap up|finish|close] [everything|a few things] before [the holidays|the end of the quarter|my leave].",
+    "[Things|Work] [at|on] {project} [are|is] [moving|going] [slowly|well|faster than expected].",
+    "[I|We] [just|] [came|got] back from [the {meeting} with {company}|a site visit|lunch with {person}].",
+    "[The|This] [issue|topic|question] [came up|was raised] [at|during] [the {meeting}|the board meeting|yesterday's call].",
+    "[I'm|I am] [copying|cc'ing|looping in] {person} [for visibility|who can help|as she is involved|as he is involved].",
+    "[Sorry|Apologies], [my English|my writing] is not [perfect|so good].",
+    "[Espero que estés bien|J'espère que tu vas bien|Ich hoffe, es geht dir gut|Spero tutto bene].",
+    "[I|We] [have|'ve] [already|] [tried|checked|asked] [twice|several times|everywhere] [without luck|with no answer|].",
+    "[Honestly|Frankly], [this|it] [has been|is] [frustrating|a bit of a mess|a long process].",
+    "[As per|Per] my [last|previous] email, [I|we] [am|are] still [waiting|expecting an answer].",
+    "[The|Our] [office|team|school|building] [will be|is] [closed|busy|quiet] [on {day}|next week|this afternoon].",
+    "[Quick background|Some context|For background]: {project} [started|was launched] [last year|in {date}] and [is now|has been] [in its second phase|going well|under review].",
+    "I've attached [a few|some] [screenshots|documents|photos|notes] [for reference|in case they help].",
+    "[It's|It is] [raining|snowing|sunny|freezing] here in {city}[, typical!|].",
 ]
 CLOSERS = [
     "Let me know.",
@@ -180,6 +213,22 @@ SIGNOFFS = [
     "--",
     "xx",
     "Yours,",
+    "Saludos,",
+    "Viele Grüße,",
+    "Merci,",
+    "Gracias!",
+    "Danke!",
+    "Grazie mille,",
+    "Cordialement,",
+    "Un abrazo,",
+    "Liebe Grüße,",
+    "Obrigado,",
+    "Best regards and thanks in advance,",
+    "Kind regards and have a nice weekend,",
+    "Thanks & regards,",
+    "Looking forward,",
+    "Respectfully,",
+    "Ta,",
 ]
 SIGNATURES = [
     "{me} {last}\n{role} | {company}\n{phone}",
@@ -294,14 +343,15 @@ KEYBOARD = {
     "y": "tu",
 }
 LAYOUTS = {  # layout -> weight
-    "terse": 0.16,
-    "standard": 0.34,
-    "long": 0.14,
+    "terse": 0.14,
+    "standard": 0.30,
+    "long": 0.18,
     "automated": 0.07,
     "reply_chain": 0.12,
     "forward": 0.06,
-    "list": 0.06,
-    "ps": 0.05,
+    "list": 0.05,
+    "ps": 0.04,
+    "multi": 0.04,
 }
 
 
@@ -402,6 +452,14 @@ class EmailGenerator:
                 quoted_sc = rng.choice(self.scenarios)
                 quoted = self._standard(quoted_sc, rng, Bindings(rng), self._core(quoted_sc, rng, Bindings(rng)), short=True)
                 text = text + "\n\n" + self._quote(quoted, rng, b)
+            elif layout == "multi":  # a second request in the body: both intents fit
+                other = rng.choice(self.scenarios)
+                second = self._core(other, rng, b)
+                joiner = rng.choice(["\n\n", " Also, ", "\n\nAnother thing: ", " Separately, ", "\n\nAnd "])
+                if joiner.strip() in ("Also,", "Separately,", "And") and not re.match(r"I\b", second):
+                    second = second[:1].lower() + second[1:]
+                text = text.replace(core, core + joiner + second, 1)
+                weights = _mix(weights, other.intents, 0.6)
             elif layout == "ps":
                 other = rng.choice(self.scenarios)
                 ps = self._core(other, rng, b)
@@ -447,8 +505,8 @@ class EmailGenerator:
             parts.append(expand(rng.choice(FORMAL_GREETINGS if formal else GREETINGS), rng, b))
         if rng.random() < (0.6 if long else 0.3) and not short:
             parts.append(_cap(expand(rng.choice(OPENERS), rng, b)))
-        n_before = rng.randint(2, 6) if long else (rng.randint(0, 1) if short else rng.choices([0, 1, 2], [5, 3, 1])[0])
-        n_after = rng.randint(0, 3) if long else (0 if short else rng.choices([0, 1], [3, 1])[0])
+        n_before = rng.randint(2, 9) if long else (rng.randint(0, 1) if short else rng.choices([0, 1, 2, 3], [4, 3, 2, 1])[0])
+        n_after = rng.randint(0, 4) if long else (0 if short else rng.choices([0, 1, 2], [3, 2, 1])[0])
         before = self._contexts(sc, rng, b, n_before)
         after = self._contexts(sc, rng, b, n_after)
         if as_list:

@@ -256,14 +256,15 @@ def fine_tune(
     for b in bar:
         logits = model(ids[b], mask[b])
         loss = -(y[b] * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
-        if not math.isfinite(float(loss)):
-            raise UsageError(f"teacher fine-tuning diverged (loss {float(loss)}): lower teacher.lr")
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise UsageError(f"teacher fine-tuning diverged (loss {value}): lower teacher.lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(value)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
     bar.close()
     model.eval().requires_grad_(False)

@@ -16,6 +16,8 @@ Mei Arjun Leila Mateo Ngozi Oskar Paula Ravi Sara Tom Ines Jonas Klara Liam Mia 
 Grace Henry Isla Jack Kate Leo Lucy Max Nina Oliver Ruby Steve Tessa Bill Mohammed Aisha Wei Jin Dmitri Svetlana
 Lars Astrid Pierre Camille Giulia Matteo Thabo Amara Kwame Siobhan Declan Rhys Fiona Hamish Anil Deepa Bongani
 Mariana Joao Hugo Elena Sergio Lucia Kenji Akira Minji Seo-yeon Andrea Michael Sarah David Laura James Linda
+Haruto Sakura Xiaoming Ji-ho Hyun-woo Mei-Ling Yusuf Zainab Olu Chiara Bjorn Aleksandra Wojciech Nguyen Thanh
+王芳 李伟 佐藤 김민준 Ayumi Tomoko Jun Shreya Vikram Pooja Abebe Tendai Precious Femi Ioana Mihai Dorota Ruth
 """.split()
 
 LAST_NAMES = """

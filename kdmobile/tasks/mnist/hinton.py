@@ -38,7 +38,7 @@ class Schedule:
     train_split: str = "train+val"
     subset: int = 0
     test_subset: int = 0
-    teacher_epochs: int = 100
+    teacher_epochs: int = 80
     student_epochs: int = 60
     batch_size: int = 128
     teacher_lr: float = 0.1
@@ -53,8 +53,14 @@ class Schedule:
     threads: int = 2
 
 
-def run(schedule: Schedule, out_dir: str | Path = "build/bench/hinton", *, progress: bool = True,
-        log: Any = None) -> dict[str, Any]:  # fmt: skip
+def run(
+    schedule: Schedule,
+    out_dir: str | Path = "build/bench/hinton",
+    *,
+    progress: bool = True,
+    log: Any = None,
+    teacher_checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
     """Train teacher, scratch student and distilled student; return the result table as a dict."""
     import torch
 
@@ -82,7 +88,9 @@ def run(schedule: Schedule, out_dir: str | Path = "build/bench/hinton", *, progr
         )
         say(f"hinton: training {name} ({epochs} epochs, {len(data)} examples)")
         t0 = time.perf_counter()
-        d = Distiller(model, teacher, cfg, run_dir=out_dir / name, architecture="mlp", model_config=model_config)
+        d = Distiller(
+            model, teacher, cfg, run_dir=out_dir / name, architecture="mlp", model_config=model_config
+        )
         model, _ = d.fit(data)
         seconds[name] = round(time.perf_counter() - t0, 1)
         return model
@@ -90,11 +98,17 @@ def run(schedule: Schedule, out_dir: str | Path = "build/bench/hinton", *, progr
     t_cfg = {"hidden": [1200, 1200], "dropout_input": 0.2, "dropout_hidden": 0.5, "max_norm": s.max_norm}
     s_cfg = {"hidden": [800, 800]}
 
-    torch.manual_seed(s.seed + 1)
-    teacher = train(
-        "teacher", MLP(**t_cfg), None, make_set(x, y, augment="epoch", jitter=s.jitter, seed=s.seed + 1),
-        {"ce": {}}, s.teacher_epochs, s.teacher_lr, model_config=t_cfg,
-    )  # fmt: skip
+    if teacher_checkpoint:
+        from kdmobile.checkpoint import load_checkpoint
+
+        say(f"hinton: reusing the teacher {teacher_checkpoint} (not trained in this run)")
+        teacher, _ = load_checkpoint(teacher_checkpoint)
+    else:
+        torch.manual_seed(s.seed + 1)
+        teacher = train(
+            "teacher", MLP(**t_cfg), None, make_set(x, y, augment="epoch", jitter=s.jitter, seed=s.seed + 1),
+            {"ce": {}}, s.teacher_epochs, s.teacher_lr, model_config=t_cfg,
+        )  # fmt: skip
     teacher_errors = evaluate(teacher, test)["errors"]
     say(f"hinton: teacher {teacher_errors} test errors")
 
@@ -127,8 +141,13 @@ def run(schedule: Schedule, out_dir: str | Path = "build/bench/hinton", *, progr
         "minutes": round((time.perf_counter() - t_start) / 60.0, 2),
         "seconds": seconds,
         "schedule": asdict(s),
+        "teacher_reused_from": str(teacher_checkpoint) if teacher_checkpoint else None,
         "paper": PAPER,
-        "environment": {"torch": torch.__version__, "python": platform.python_version(), "threads": s.threads},
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": s.threads,
+        },
     }
 
 
@@ -156,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copies", type=int, default=d.copies, help="fixed jittered copies (cache mode)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument(
+        "--teacher", metavar="CKPT", help="reuse a trained teacher checkpoint instead of training one"
+    )
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     schedule = Schedule(
@@ -166,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     from kdmobile.io import write_json
 
-    result = run(schedule, a.run_dir, progress=not a.no_progress)
+    result = run(schedule, a.run_dir, progress=not a.no_progress, teacher_checkpoint=a.teacher)
     write_json(a.output, result)
     print(json.dumps({k: result[k] for k in ("teacher_errors", "scratch_errors", "distilled_errors",
                                              "recovered_fraction", "test_size", "minutes")}))  # fmt: skip

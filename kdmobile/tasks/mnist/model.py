@@ -1,6 +1,6 @@
 """Fully connected ReLU nets for MNIST (Hinton et al. 2015 §3): 784-1200-1200-10 and 784-800-800-10.
 
-    python -c "from kdmobile.tasks.mnist.model import MLP; print(MLP(hidden=[800, 800]))"
+python -c "from kdmobile.tasks.mnist.model import MLP; print(MLP(hidden=[800, 800]))"
 """
 
 from __future__ import annotations

@@ -81,11 +81,15 @@ def train_teacher(cfg: MnistTaskConfig, seed: int, progress: bool = True) -> tor
     x, y = split(cfg.train_split, cfg.subset)
     dcfg = DistillConfig(
         loss={"ce": {}},
-        train=TrainConfig(epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size, seed=seed + 1, progress=progress),
+        train=TrainConfig(
+            epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch_size, seed=seed + 1, progress=progress
+        ),
         optim=OptimConfig(name="sgd", lr=cfg.teacher_lr, nesterov=True, schedule="onecycle"),
     )
     distiller = Distiller(teacher, None, dcfg, run_dir=run_dir, architecture="mlp", model_config=model_config)
-    teacher, _ = distiller.fit(make_set(x, y, augment="epoch" if cfg.jitter else "none", jitter=cfg.jitter, seed=seed + 1))
+    teacher, _ = distiller.fit(
+        make_set(x, y, augment="epoch" if cfg.jitter else "none", jitter=cfg.jitter, seed=seed + 1)
+    )
     return teacher.eval()
 
 
@@ -108,7 +112,13 @@ def make_mnist_task(args: dict[str, Any], seed: int = 0) -> Task:
     x, y = split(cfg.train_split, cfg.subset)
     xe, ye = split(cfg.eval_split, cfg.eval_subset)
     train = make_set(
-        x, y, augment=cfg.augment, jitter=cfg.jitter, copies=cfg.copies, seed=seed, hide_labels=cfg.hide_labels
+        x,
+        y,
+        augment=cfg.augment,
+        jitter=cfg.jitter,
+        copies=cfg.copies,
+        seed=seed,
+        hide_labels=cfg.hide_labels,
     )
     torch.manual_seed(seed)
     model_config = student_config(cfg)

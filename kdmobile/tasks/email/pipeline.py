@@ -1,0 +1,608 @@
+"""The email smart-reply pipeline behind ``make demo``: a list of stages, each a function of a context.
+
+    kdmobile demo --workdir build --set task_args.demo.seeds=[0]
+
+Stages (``default_stages()``; append more, e.g. export and bench, with ``Stage(name, fn)``):
+
+1. ``data``: generate the labelled corpus, the validation set and the unlabelled transfer set; load the
+   hand-written held-out set and check it is disjoint from everything trained on; tokenise for both models.
+2. ``teacher``: fine-tune all-MiniLM-L6-v2 on the corpus, or reuse ``<workdir>/email/teacher-<key>/``.
+3. ``teacher_cache``: the teacher's logits over the transfer set, in the engine's teacher-output cache;
+   its held-out predictions (``teacher_predictions.json``, ``heldout_eval.npz``).
+4. ``distill``: the student distilled from the cached soft targets + hard labels, one run per seed.
+5. ``scratch``: the identical student on hard labels only, one run per seed (the baseline).
+6. ``cache_speedup``: one distillation epoch with the teacher online vs one reading the cache.
+7. ``report``: ``<workdir>/report/task.json`` and ``task.md``.
+
+Every stage records its wall time in ``ctx.timings``; outputs other engineers read are written atomically:
+``<workdir>/email/student.safetensors`` (+ ``.json``), ``teacher_predictions.json``, ``heldout_eval.npz``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdmobile.errors import CheckFailed, UsageError
+from kdmobile.tasks.email.data import DataConfig, intent_ids, load_heldout, normalise, transfer_texts
+from kdmobile.tasks.email.teacher import TeacherConfig
+from kdmobile.tasks.email.tokenizer import HashTokenizer, TokenizerConfig
+
+ARCHITECTURE = "email-student"
+STUDENT_TOKENIZER = TokenizerConfig(num_buckets=16384, max_len=256)
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The student (:class:`~kdmobile.tasks.email.model.EmailStudent`) and its tokenizer."""
+
+    dim: int = 64
+    hidden: int = 128
+    dropout: float = 0.1
+    tokenizer: TokenizerConfig = STUDENT_TOKENIZER
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs besides one distillation.
+
+    Attributes:
+        seeds: student seeds (distilled and scratch each train once per seed).
+        scratch_epochs: epochs of the hard-label baseline (0 = ``train.epochs``).
+        speedup_rows: rows of the transfer set the online-vs-cached epoch timing runs on (0 = all).
+        samples: generated sample emails listed in ``teacher_predictions.json`` for the browser demo.
+        max_student_params_ratio: the student must have at most this fraction of the teacher's parameters.
+    """
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    scratch_epochs: int = 0
+    speedup_rows: int = 1024
+    samples: int = 12
+    max_student_params_ratio: float = 0.05
+
+
+@dataclass(frozen=True)
+class EmailTaskConfig:
+    """``task_args`` of ``configs/email.toml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    workdir: str = "build"
+    num_threads: int = 2
+    version: int = 1
+
+
+def tokenizer_dict(cfg: TokenizerConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d["char_ngrams"] = list(cfg.char_ngrams)
+    return d
+
+
+def student_model_config(task: EmailTaskConfig, num_intents: int) -> dict[str, Any]:
+    s = task.student
+    return {
+        "num_buckets": s.tokenizer.num_buckets,
+        "dim": s.dim,
+        "hidden": s.hidden,
+        "num_intents": num_intents,
+        "dropout": s.dropout,
+    }
+
+
+def new_student(task: EmailTaskConfig, num_intents: int, seed: int) -> torch.nn.Module:
+    from kdmobile.tasks.email.model import EmailStudent
+
+    torch.manual_seed(seed)
+    return EmailStudent(**student_model_config(task, num_intents))
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+# ------------------------------------------------------------------------------------------- datasets
+class EmailSet:
+    """Rows for the distillation engine: ``{"student": (ids,), "teacher": (ids, mask), "label": int}``.
+
+    ``label`` is -1 for unlabelled transfer rows. ``get_batch`` stacks rows without a Python loop, and
+    ``fingerprint`` hashes the teacher's inputs (the cache key), so opening the cache is cheap.
+    """
+
+    def __init__(self, student_ids: torch.Tensor, teacher_ids: torch.Tensor, teacher_mask: torch.Tensor, labels: torch.Tensor) -> None:
+        n = len(labels)
+        if not (len(student_ids) == len(teacher_ids) == len(teacher_mask) == n):
+            raise ValueError("student ids, teacher ids, teacher mask and labels must have the same length")
+        self.student_ids, self.teacher_ids, self.teacher_mask, self.labels = student_ids, teacher_ids, teacher_mask, labels
+        self._fp: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "student": (self.student_ids[i],),
+            "teacher": (self.teacher_ids[i], self.teacher_mask[i]),
+            "label": int(self.labels[i]),
+        }
+
+    def get_batch(self, indices: list[int]) -> dict[str, Any]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {
+            "student": (self.student_ids[idx],),
+            "teacher": (self.teacher_ids[idx], self.teacher_mask[idx]),
+            "label": self.labels[idx],
+        }
+
+    def subset(self, indices: np.ndarray | list[int]) -> EmailSet:
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return EmailSet(self.student_ids[idx], self.teacher_ids[idx], self.teacher_mask[idx], self.labels[idx])
+
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            h = hashlib.sha256()
+            for t in (self.teacher_ids, self.teacher_mask):
+                h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+                h.update(t.contiguous().numpy().tobytes())
+            self._fp = h.hexdigest()
+        return self._fp
+
+
+# -------------------------------------------------------------------------------------------- context
+@dataclass
+class Context:
+    """Everything the stages share. ``results`` ends up in ``task.json``."""
+
+    config: Any  # kdmobile.distill.DistillConfig
+    task: EmailTaskConfig
+    workdir: Path
+    progress: bool = True
+    teacher: Any = None  # set to an nn.Module to skip fine-tuning (Python API)
+    teacher_tokenize: Callable[[list[str]], tuple[torch.Tensor, ...]] | None = None
+    log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))
+    timings: dict[str, float] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def email_dir(self) -> Path:
+        return self.workdir / "email"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.workdir / "report"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Context], None]
+    description: str = ""
+
+
+def run_stages(ctx: Context, stages: list[Stage], *, on_stage: Callable[[Stage, float], None] | None = None) -> Context:
+    """Run ``stages`` in order, recording each wall time in ``ctx.timings[name]`` (seconds)."""
+    torch.set_num_threads(max(1, ctx.task.num_threads))
+    for st in stages:
+        t0 = time.perf_counter()
+        st.run(ctx)
+        ctx.timings[st.name] = round(time.perf_counter() - t0, 2)
+        if on_stage is not None:
+            on_stage(st, ctx.timings[st.name])
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def _targets_matrix(emails: list[Any], intents: list[str]) -> np.ndarray:
+    col = {k: i for i, k in enumerate(intents)}
+    y = np.zeros((len(emails), len(intents)), dtype=np.float32)
+    for r, e in enumerate(emails):
+        for k, v in e.targets.items():
+            y[r, col[k]] = v
+    return y
+
+
+def _teacher_tokenize(ctx: Context, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    if ctx.teacher_tokenize is not None:
+        return ctx.teacher_tokenize(texts)  # type: ignore[return-value]
+    from kdmobile.tasks.email import teacher as T
+
+    if "teacher_tokenizer" not in ctx.state:
+        ctx.state["teacher_tokenizer"] = T.load_tokenizer(ctx.task.teacher)
+    return T.tokenize(ctx.state["teacher_tokenizer"], texts, ctx.task.teacher.max_len)
+
+
+def check_disjoint(heldout: list[dict[str, Any]], **sets: list[str]) -> None:
+    """Raise :class:`CheckFailed` if a held-out email equals (after normalisation) one of ``sets``."""
+    keys = {normalise(r["text"]): r["id"] for r in heldout}
+    for name, texts in sets.items():
+        clash = sorted({keys[k] for k in map(normalise, texts) if k in keys})
+        if clash:
+            raise CheckFailed(f"held-out emails {', '.join(clash[:5])} also occur in the {name} set (after normalisation)")
+
+
+def stage_data(ctx: Context) -> None:
+    from kdmobile.tasks.email.data import training_set, validation_set
+
+    t, st = ctx.task, ctx.state
+    intents = intent_ids()
+    train = training_set(t.data)
+    val = validation_set(t.data)
+    extra = transfer_texts(t.data)
+    heldout = load_heldout()
+    check_disjoint(heldout, training=[e.text for e in train], validation=[e.text for e in val], transfer=extra)
+    tok = HashTokenizer(t.student.tokenizer)
+    col = {k: i for i, k in enumerate(intents)}
+    texts = [e.text for e in train] + extra
+    labels = [col[e.label] for e in train] + [-1] * len(extra)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=4, desc="tokenise", unit="set", disable=not ctx.progress, leave=False)
+    s_ids = torch.from_numpy(tok.encode_batch(texts))
+    bar.update(1)
+    t_ids, t_mask = _teacher_tokenize(ctx, texts)
+    bar.update(1)
+    # Rows sorted by teacher length: the cache pass then batches emails of similar length (little padding).
+    order = torch.from_numpy(np.argsort(t_mask.sum(1).numpy(), kind="stable"))
+    st["transfer"] = EmailSet(s_ids[order], t_ids[order], t_mask[order], torch.as_tensor(labels)[order])
+    v_tid, v_tmask = _teacher_tokenize(ctx, [e.text for e in val])
+    st["val"] = EmailSet(torch.from_numpy(tok.encode_batch([e.text for e in val])), v_tid, v_tmask, torch.as_tensor([col[e.label] for e in val]))
+    bar.update(1)
+    st["heldout_rows"] = heldout
+    st["heldout_ids"] = tok.encode_batch([r["text"] for r in heldout])
+    st["heldout_teacher"] = _teacher_tokenize(ctx, [r["text"] for r in heldout])
+    st["acceptable"] = [[col[i] for i in r["intents"]] for r in heldout]
+    bar.update(1)
+    bar.close()
+    st["intents"], st["train_emails"], st["tokenizer"] = intents, train, tok
+    n_lab = int((st["transfer"].labels >= 0).sum())
+    ctx.results["data"] = {
+        "train_labelled": len(train),
+        "transfer_unlabelled": len(extra),
+        "transfer_total": len(texts),
+        "validation": len(val),
+        "heldout": len(heldout),
+        "heldout_disjoint": True,
+    }
+    ctx.log(f"kdmobile: data: {n_lab} labelled + {len(extra)} unlabelled transfer emails, {len(heldout)} held-out")
+
+
+def stage_teacher(ctx: Context) -> None:
+    from kdmobile.tasks.email import teacher as T
+
+    st, t = ctx.state, ctx.task
+    if ctx.teacher is not None:
+        st["teacher"] = ctx.teacher.eval()
+        ctx.results["teacher_source"] = {"status": "given", "module": type(ctx.teacher).__name__}
+        return
+    n = t.teacher.train_examples or len(st["train_emails"])
+    emails = st["train_emails"][:n]
+    model, info = T.load_or_train(
+        t.teacher, [e.text for e in emails], _targets_matrix(emails, st["intents"]), st["intents"], ctx.email_dir,
+        progress=ctx.progress, log=ctx.log,
+    )  # fmt: skip
+    st["teacher"] = model
+    ctx.results["teacher_source"] = {"status": info["status"], "dir": info["dir"], "training": info.get("training", {})}
+    ctx.log(f"kdmobile: teacher {info['status']}: {info['dir']}")
+
+
+def _cache_config(ctx: Context) -> Any:
+    cfg = ctx.config
+    cache = dataclasses.replace(cfg.cache, enabled=True, dir=cfg.cache.dir or str(ctx.email_dir / "teacher_cache"))
+    return dataclasses.replace(cfg, cache=cache)
+
+
+def _teacher_heldout(ctx: Context) -> np.ndarray:
+    from kdmobile.tasks.email import teacher as T
+
+    ids, mask = ctx.state["heldout_teacher"]
+    return T.predict_logits(ctx.state["teacher"], ids, mask, batch_size=32)
+
+
+def _top3(probs: np.ndarray, intents: list[str]) -> list[dict[str, Any]]:
+    order = np.argsort(-probs, kind="stable")[:3]
+    return [{"intent": intents[i], "prob": round(float(probs[i]), 6)} for i in order]
+
+
+def stage_teacher_cache(ctx: Context) -> None:
+    from kdmobile.distill import TeacherCache
+    from kdmobile.io import atomic_path, write_json
+    from kdmobile.tasks.email import teacher as T
+    from kdmobile.tasks.email.generator import generate
+    from kdmobile.tasks.email.metrics import softmax
+
+    st, cfg = ctx.state, _cache_config(ctx)
+    cache, info = TeacherCache.open_or_build(
+        cfg.cache.dir, st["teacher"], st["transfer"], topk=cfg.cache.topk, dtype=cfg.cache.dtype,
+        batch_size=cfg.cache.batch_size or 2 * cfg.train.batch_size, progress=ctx.progress, log=ctx.log,
+    )  # fmt: skip
+    ctx.results["teacher_cache"] = {k: info[k] for k in ("status", "seconds", "path", "bytes", "mode")}
+    ctx.log(f"kdmobile: teacher cache {info['status']} in {info['seconds']:.0f}s ({len(cache)} rows)")
+
+    intents = st["intents"]
+    st["teacher_heldout_logits"] = z = _teacher_heldout(ctx)
+    # A few generated emails for the browser demo (never the held-out set's own texts).
+    samples = [e.text for e in generate(ctx.task.demo.samples, seed=ctx.task.data.seed + 99) if len(e.text) < 600]
+    s_ids, s_mask = _teacher_tokenize(ctx, samples) if samples else (None, None)
+    zs = T.predict_logits(st["teacher"], s_ids, s_mask) if samples else np.zeros((0, len(intents)))
+    p, ps = softmax(z), softmax(zs)
+    teacher_name = "all-MiniLM-L6-v2 (fine-tuned)" if ctx.teacher is None else type(ctx.teacher).__name__
+    write_json(
+        ctx.email_dir / "teacher_predictions.json",
+        {
+            "version": 1,
+            "teacher": teacher_name,
+            "intents": intents,
+            "heldout": [{"id": r["id"], "top3": _top3(p[i], intents)} for i, r in enumerate(st["heldout_rows"])],
+            "samples": [{"id": f"sample-{i:02d}", "text": t, "top3": _top3(ps[i], intents)} for i, t in enumerate(samples)],
+        },
+    )
+    acc = np.zeros((len(st["acceptable"]), len(intents)), dtype=bool)
+    for i, ok in enumerate(st["acceptable"]):
+        acc[i, ok] = True
+    with atomic_path(ctx.email_dir / "heldout_eval.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, ids=st["heldout_ids"], teacher_logits=z.astype(np.float32), acceptable=acc)
+
+
+def _student_logits(model: torch.nn.Module, ids: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(ids), batch_size):
+            out.append(model(torch.from_numpy(np.ascontiguousarray(ids[s : s + batch_size]))).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _train_students(ctx: Context, kind: str) -> None:
+    from kdmobile.distill import Distiller
+    from kdmobile.tasks.email.metrics import compute
+
+    st, task = ctx.state, ctx.task
+    intents = st["intents"]
+    mc = student_model_config(task, len(intents))
+    if kind == "distilled":
+        cfg, teacher, data = _cache_config(ctx), st["teacher"], st["transfer"]
+    else:
+        base = ctx.config
+        epochs = task.demo.scratch_epochs or base.train.epochs
+        cfg = dataclasses.replace(base, loss={"ce": {}}, cache=dataclasses.replace(base.cache, enabled=False))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
+        teacher = None
+        labelled = np.nonzero(st["transfer"].labels.numpy() >= 0)[0]
+        data = st["transfer"].subset(labelled)
+    runs = []
+    for seed in task.demo.seeds:
+        c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed, progress=ctx.progress))
+        student = new_student(task, len(intents), seed)
+        run_dir = ctx.email_dir / "runs" / f"{kind}-seed{seed}"
+        model, history = Distiller(
+            student, teacher, c, run_dir=run_dir, architecture=ARCHITECTURE, model_config=mc, log=ctx.log
+        ).fit(data, st["val"])
+        logits = _student_logits(model, st["heldout_ids"])
+        m = compute(logits, st["acceptable"], st["teacher_heldout_logits"])
+        last = history.epochs[-1]
+        runs.append({
+            "seed": seed,
+            **{k: m[k] for k in ("top1", "recall_at_3", "teacher_agreement", "kl")},
+            "val_accuracy": last.get("eval", {}).get("accuracy"),
+            "epochs": len(history.epochs),
+            "epoch_seconds": [e["seconds"] for e in history.epochs],
+            "run_dir": str(run_dir),
+        })  # fmt: skip
+        if kind == "distilled" and seed == task.demo.seeds[0]:
+            _save_student(ctx, model, mc)
+        ctx.log(f"kdmobile: {kind} seed {seed}: top-1 {m['top1']:.3f}, recall@3 {m['recall_at_3']:.3f}")
+    st[f"{kind}_runs"] = runs
+    st[f"{kind}_params"] = count_params(student)
+
+
+def _save_student(ctx: Context, model: torch.nn.Module, mc: dict[str, Any]) -> None:
+    from kdmobile.checkpoint import save_checkpoint
+
+    st, task = ctx.state, ctx.task
+    save_checkpoint(
+        ctx.email_dir / "student.safetensors",
+        model,
+        architecture=ARCHITECTURE,
+        model_config=mc,
+        metadata={
+            "task": "email",
+            "tokenizer": tokenizer_dict(task.student.tokenizer),
+            "intents": st["intents"],
+            "seed": task.demo.seeds[0],
+            "teacher_checkpoint": str(Path(ctx.results.get("teacher_source", {}).get("dir", "")) / "teacher.safetensors")
+            if ctx.teacher is None
+            else None,
+        },
+    )
+
+
+def stage_distill(ctx: Context) -> None:
+    _train_students(ctx, "distilled")
+
+
+def stage_scratch(ctx: Context) -> None:
+    _train_students(ctx, "scratch")
+
+
+def stage_cache_speedup(ctx: Context) -> None:
+    """One epoch over the same fixed subset, same batch size: teacher online vs teacher-output cache."""
+    from kdmobile.distill import Distiller
+
+    st, task = ctx.state, ctx.task
+    data: EmailSet = st["transfer"]
+    n = min(task.demo.speedup_rows or len(data), len(data))
+    rows = np.sort(np.random.default_rng(task.data.seed).permutation(len(data))[:n])
+    sub = data.subset(rows)
+    mc = student_model_config(task, len(st["intents"]))
+    seconds = {}
+    for mode in ("cached", "online"):
+        cfg = _cache_config(ctx)
+        cache = dataclasses.replace(cfg.cache, enabled=mode == "cached", dir=str(ctx.email_dir / "speedup_cache"))
+        cfg = dataclasses.replace(cfg, cache=cache, train=dataclasses.replace(cfg.train, epochs=1, progress=ctx.progress))
+        _, history = Distiller(
+            new_student(task, len(st["intents"]), 0), st["teacher"], cfg,
+            run_dir=ctx.email_dir / "runs" / f"speedup-{mode}", architecture=ARCHITECTURE, model_config=mc, log=ctx.log,
+        ).fit(sub)  # fmt: skip
+        seconds[mode] = history.epochs[0]["seconds"]
+    ctx.results["cache_speedup"] = {
+        "speedup": round(seconds["online"] / max(seconds["cached"], 1e-9), 2),
+        "online_epoch_seconds": seconds["online"],
+        "cached_epoch_seconds": seconds["cached"],
+        "rows": n,
+        "transfer_rows": len(data),
+        "batch_size": ctx.config.train.batch_size,
+        "note": (
+            f"one distillation epoch over the same fixed random subset of {n} of the {len(data)} transfer rows, "
+            "same batch size, same student, same run: teacher online vs reading the teacher-output cache "
+            "(cache built beforehand, not timed)"
+        ),
+    }
+    ctx.log(f"kdmobile: cache speedup {ctx.results['cache_speedup']['speedup']}x over {n} rows")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def stage_report(ctx: Context) -> None:
+    from kdmobile.io import write_json, write_text
+    from kdmobile.tasks.email.metrics import compute
+
+    st = ctx.state
+    z = st["teacher_heldout_logits"]
+    tm = compute(z, st["acceptable"], z)
+    teacher_params = count_params(st["teacher"])
+    out: dict[str, Any] = {
+        "version": 1,
+        "task": "email",
+        "heldout": len(st["acceptable"]),
+        "seeds": list(ctx.task.demo.seeds),
+        "teacher": {
+            "name": "all-MiniLM-L6-v2 (fine-tuned)" if ctx.teacher is None else type(ctx.teacher).__name__,
+            "params": teacher_params,
+            "top1": tm["top1"],
+            "recall_at_3": tm["recall_at_3"],
+            "teacher_agreement": 1.0,
+            "kl": 0.0,
+        },
+    }
+    for kind in ("distilled", "scratch"):
+        runs = st[f"{kind}_runs"]
+        entry: dict[str, Any] = {"params": st[f"{kind}_params"]}
+        for k in ("top1", "recall_at_3", "teacher_agreement", "kl"):
+            mean, std = _mean_std([r[k] for r in runs])
+            entry[k], entry[f"{k}_std"] = mean, std
+        entry["runs"] = runs
+        out[kind] = entry
+    out["cache_speedup"] = ctx.results["cache_speedup"]["speedup"]
+    out["cache_speedup_detail"] = ctx.results["cache_speedup"]
+    d, t = out["distilled"], out["teacher"]
+    out["checks"] = {
+        "params_ratio": d["params"] / t["params"],
+        "params_ok": d["params"] <= t["params"] * ctx.task.demo.max_student_params_ratio,
+        "top1_ratio": d["top1"] / t["top1"] if t["top1"] else None,
+        "top1_ok": d["top1"] >= 0.95 * t["top1"],
+        "recall_at_3_ratio": d["recall_at_3"] / t["recall_at_3"] if t["recall_at_3"] else None,
+        "recall_at_3_ok": d["recall_at_3"] >= 0.97 * t["recall_at_3"],
+        "beats_scratch": d["top1"] > out["scratch"]["top1"],
+        "cache_speedup_ok": out["cache_speedup"] >= 10,
+    }
+    out["data"] = ctx.results.get("data", {})
+    out["teacher_source"] = ctx.results.get("teacher_source", {})
+    out["teacher_cache"] = ctx.results.get("teacher_cache", {})
+    out["timings_seconds"] = dict(ctx.timings)
+    out["config"] = {"task_args": _jsonable(dataclasses.asdict(ctx.task)), "distill": _jsonable(dataclasses.asdict(ctx.config))}
+    write_json(ctx.report_dir / "task.json", out)
+    write_text(ctx.report_dir / "task.md", markdown_table(out))
+    ctx.results["report"] = out
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The side-by-side table of ``task.md``."""
+    seeds = len(report.get("seeds", []))
+
+    def cell(entry: dict[str, Any], key: str, pct: bool = True) -> str:
+        v = entry.get(key)
+        if v is None:
+            return "-"
+        std = entry.get(f"{key}_std")
+        f = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.3f}")
+        return f(v) + (f" ± {f(std).rstrip('%')}" if std is not None else "")
+
+    lines = [
+        f"# Email smart-reply: teacher vs students ({report['heldout']} hand-written held-out emails)",
+        "",
+        f"Students: mean ± std over {seeds} seeds. Agreement and KL are measured against the teacher.",
+        "",
+        "| model | params | top-1 | recall@3 | teacher agreement | KL to teacher |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (("teacher", "teacher (all-MiniLM-L6-v2, fine-tuned)"), ("distilled", "student, distilled"), ("scratch", "student, hard labels only")):
+        e = report[key]
+        lines.append(
+            f"| {label} | {e['params']:,} | {cell(e, 'top1')} | {cell(e, 'recall_at_3')} | "
+            f"{cell(e, 'teacher_agreement')} | {cell(e, 'kl', pct=False)} |"
+        )
+    c = report.get("cache_speedup_detail", {})
+    lines += [
+        "",
+        f"Teacher-output cache: a distillation epoch is **{report['cache_speedup']:.1f}x** faster reading the cache "
+        f"({c.get('cached_epoch_seconds', 0):.2f} s) than with the teacher online ({c.get('online_epoch_seconds', 0):.1f} s), "
+        f"{c.get('rows', 0)} rows, batch {c.get('batch_size', 0)}.",
+        "",
+        "Stage wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in report.get("timings_seconds", {}).items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def default_stages() -> list[Stage]:
+    """The email part of ``make demo``, in order."""
+    return [
+        Stage("data", stage_data, "generate the corpus and the transfer set, load the held-out set"),
+        Stage("teacher", stage_teacher, "fine-tune all-MiniLM-L6-v2 (cached)"),
+        Stage("teacher_cache", stage_teacher_cache, "cache the teacher's outputs on the transfer set"),
+        Stage("distill", stage_distill, "distil the student (one run per seed)"),
+        Stage("scratch", stage_scratch, "train the student on hard labels only (one run per seed)"),
+        Stage("cache_speedup", stage_cache_speedup, "time an epoch with the teacher online vs cached"),
+        Stage("report", stage_report, "write build/report/task.json and task.md"),
+    ]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[Any, EmailTaskConfig]:
+    """``(DistillConfig, EmailTaskConfig)`` from ``configs/email.toml`` (or ``path``) and ``--set`` overrides."""
+    from kdmobile import config as C
+    from kdmobile.distill import DistillConfig
+
+    path = Path(path) if path is not None else default_config_path()
+    cfg = C.load(DistillConfig, path, overrides)
+    if cfg.task not in ("", "email"):
+        raise UsageError(f"{path}: task = {cfg.task!r}, but the email pipeline needs task = \"email\"")
+    task = C.build(EmailTaskConfig, dict(cfg.task_args), where="task_args")
+    return cfg, task
+
+
+def default_config_path() -> Path:
+    here = Path(__file__).resolve()
+    for p in (Path.cwd() / "configs" / "email.toml", here.parents[3] / "configs" / "email.toml"):
+        if p.is_file():
+            return p
+    raise UsageError("configs/email.toml not found: run from the repository root or pass --config")

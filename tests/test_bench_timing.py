@@ -1,0 +1,69 @@
+"""Latency and memory measurement on real work (numpy), no runtime mocks.
+
+The timing assertions are on same-run ratios of calls whose cost ratio is known by construction, with wide
+margins; no absolute time is asserted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from kdmobile.harness.timing import PeakMemory, measure_latency, timed
+
+
+
+def _work(times: int) -> None:
+    # Pure-Python arithmetic: single-threaded and steady (BLAS thread pools would add their own noise).
+    for _ in range(times):
+        sum(i * i for i in range(300))
+
+
+def test_measure_latency_keeps_min_runs_and_window():
+    lat = measure_latency(lambda: _work(1), min_runs=300, min_seconds=0.2, warmup_runs=5)
+    s = lat.summary()
+    assert s["n"] >= 300 and lat.seconds >= 0.2
+    assert s["p50"] <= s["p90"] <= s["p99"] and s["min"] > 0
+    assert lat.ratios.size == 0 and lat.ratio_p50 is None
+
+
+def test_interleaved_ratio_cancels_a_machine_slowdown():
+    # Part-way through, the "machine" gets 3x slower for both calls; the artifact does twice the
+    # reference's work throughout. Absolute times move 3x; the same-run ratio stays near 2.
+    state = {"factor": 1, "switch_at": time.perf_counter() + 0.5}
+
+    def ref():
+        if state["factor"] == 1 and time.perf_counter() > state["switch_at"]:
+            state["factor"] = 3
+        _work(state["factor"])
+
+    def art():
+        _work(2 * state["factor"])
+
+    lat = measure_latency(art, reference=ref, min_runs=400, min_seconds=1.0, block_seconds=0.01)
+    assert state["factor"] == 3, "the slowdown never happened: measurement too short"
+    quarter = lat.samples_ms.size // 4
+    early, late = np.median(lat.samples_ms[:quarter]), np.median(lat.samples_ms[-quarter:])
+    assert late / early > 2.0  # the machine really slowed down
+    r_early, r_late = np.median(lat.ratios[:quarter]), np.median(lat.ratios[-quarter:])
+    assert 1.5 < r_early < 2.7 and 1.5 < r_late < 2.7
+    assert abs(np.log(r_late / r_early)) < np.log(1.3)
+
+
+def test_peak_memory_counts_what_the_block_allocates():
+    before = np.ones(8 * 1024 * 1024)  # 64 MB allocated before the block: not counted
+    with PeakMemory() as mem:
+        inside = np.ones(16 * 1024 * 1024)  # 128 MB touched inside
+        inside[::4096] = 2.0
+        del inside
+    if mem.peak_bytes is None:
+        pytest.skip("this kernel cannot reset the RSS high-water mark (/proc/self/clear_refs)")
+    assert 120e6 < mem.peak_bytes < 190e6
+    assert before.sum() > 0
+
+
+def test_timed_returns_value_and_ms():
+    value, ms = timed(lambda: sum(range(1000)))
+    assert value == 499500 and ms > 0
