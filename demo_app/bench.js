@@ -4,10 +4,11 @@
 //
 // The page loads onnxruntime-web's plain wasm build from /vendor/ort/ with `?threads=N` wasm threads
 // (numThreads is fixed when the wasm backend starts, so one page load per thread count), then exposes
-// `window.kdmobileBench.run(params)`. For one model file it tokenizes every given text with the JS port
-// of the tokenizer (tokenizer.js), runs the model on each (the accuracy pass) and times `session.run` at
-// batch 1 with performance.now() over many runs. It returns the ids and logits so Python can check them
-// against its own tokenizer and onnxruntime, and the per-run latencies for the report.
+// `window.kdmobileBench`: `prepare(params)` loads one model file, tokenizes every given text with the JS
+// port of the tokenizer (tokenizer.js) and runs the model on each (the accuracy pass), returning ids and
+// logits so Python can check them against its own tokenizer and onnxruntime; `timeBlock(seconds)` times
+// `session.run` at batch 1 with performance.now(); Python alternates these blocks with blocks of its
+// same-run reference, so both see the same machine; `release()` frees the session.
 
 import { encode, prepareConfig } from "./tokenizer.js";
 
@@ -16,8 +17,8 @@ const MODELS = "models/";
 const params = new URLSearchParams(location.search);
 const status = document.getElementById("status");
 
-const state = { ort: null, tokenizer: null, error: null };
-window.kdmobileBench = { ready: false, error: null, run, info };
+const state = { ort: null, tokenizer: null, current: null };
+window.kdmobileBench = { ready: false, error: null, prepare, timeBlock, release, info };
 
 async function fetchJson(url) {
   const r = await fetch(url);
@@ -65,12 +66,14 @@ function argmaxRows(data, rows, cols) {
 }
 
 /**
- * Benchmark one model file of the bundle.
+ * Load one model file of the bundle, tokenize every text in JS, run the model on each (the accuracy pass)
+ * and warm the session up for timing; `timeBlock` then times it, `release` frees it.
  * @param {object} p - {model: "model_fp32.onnx", texts: string[], latencyIndex: number, warmupRuns: number,
- *   minRuns: number, minSeconds: number, maxSeconds: number, returnIds: boolean}
+ *   returnIds: boolean}
  */
-async function run(p) {
+async function prepare(p) {
   const ort = state.ort;
+  if (state.current) await release();
   const t0 = performance.now();
   const bytes = await fetchBytes(`${MODELS}${p.model}`);
   const t1 = performance.now();
@@ -80,7 +83,6 @@ async function run(p) {
   const outputName = session.outputNames[0];
   const L = prepareConfig(state.tokenizer).maxLen;
 
-  // Tokenize every text in JS (timed as a whole), then the accuracy pass over all of them.
   const t3 = performance.now();
   const ids = p.texts.map((text) => encode(text, state.tokenizer));
   const tokenizeMs = performance.now() - t3;
@@ -95,33 +97,10 @@ async function run(p) {
     }
     logits.set(out, i * cols);
   }
-
-  // Latency at batch 1 on one fixed input: warm-up, then runs until both minRuns and minSeconds are met.
-  // performance.now() is coarsened (5 us even when cross-origin isolated), so a fast model is timed in
-  // blocks: a block runs until at least BLOCK_MS have passed, and its sample is the mean time per run
-  // (a model slower than BLOCK_MS gets one run per sample, i.e. plain per-run timing).
-  const BLOCK_MS = 0.5;
+  // The timed input: one fixed example, batch 1; warmed up here so the first block is not start-up.
   const feed = new ort.Tensor("int64", BigInt64Array.from(ids[p.latencyIndex || 0], (v) => BigInt(v)), [1, L]);
   for (let i = 0; i < Math.max(p.warmupRuns || 20, 1); i++) await session.run({ [inputName]: feed });
-  const samples = [];
-  let runs = 0;
-  const start = performance.now();
-  for (;;) {
-    const elapsed = (performance.now() - start) / 1000;
-    if (runs >= p.minRuns && samples.length >= Math.min(p.minRuns, 100) && elapsed >= p.minSeconds) break;
-    if (p.maxSeconds && elapsed >= p.maxSeconds && samples.length >= 3) break;
-    const a = performance.now();
-    let n = 0;
-    let b = a;
-    do {
-      await session.run({ [inputName]: feed });
-      n++;
-      b = performance.now();
-    } while (b - a < BLOCK_MS);
-    samples.push((b - a) / n);
-    runs += n;
-  }
-  await session.release();
+  state.current = { session, feed, inputName };
   return {
     ...info(),
     model: p.model,
@@ -135,10 +114,42 @@ async function run(p) {
     ids: p.returnIds ? ids.flat() : null,
     logits: Array.from(logits || []),
     top1: argmaxRows(logits || [], ids.length, cols),
-    samples,
-    runsPerSample: runs / Math.max(samples.length, 1),
-    runs,
   };
+}
+
+/**
+ * Time the prepared session for about `seconds` (one block; Python interleaves its reference between
+ * blocks). performance.now() is coarsened (5 us even when cross-origin isolated), so runs are grouped in
+ * sub-blocks of at least SUB_MS: a sample is the mean time per run over one sub-block (a model slower than
+ * SUB_MS gets one run per sample, i.e. plain per-run timing).
+ */
+async function timeBlock(seconds) {
+  const SUB_MS = 0.5;
+  const { session, feed, inputName } = state.current;
+  const samples = [];
+  let runs = 0;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  do {
+    const a = performance.now();
+    let n = 0;
+    let b = a;
+    do {
+      await session.run({ [inputName]: feed });
+      n++;
+      b = performance.now();
+    } while (b - a < SUB_MS);
+    samples.push((b - a) / n);
+    runs += n;
+  } while (performance.now() < end);
+  return { samples, runs };
+}
+
+async function release() {
+  if (state.current) {
+    await state.current.session.release();
+    state.current = null;
+  }
 }
 
 start().then(

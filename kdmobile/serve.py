@@ -29,11 +29,13 @@ import errno
 import http.server
 import os
 import posixpath
+import signal
 import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from kdmobile.errors import UsageError
 
@@ -207,6 +209,7 @@ def screenshot(
     height: int = 900,
     sample: int = 0,
     chip: int | None = 0,
+    context: Any = None,
 ) -> Path:
     """Serve the demo, open it in headless Debian chromium, pick a sample, click a chip, save a PNG.
 
@@ -217,6 +220,7 @@ def screenshot(
         width, height: the viewport in CSS pixels (390 x 844 for a phone).
         sample: index of the sample email to pick.
         chip: index of the suggestion to click (fills the reply box), or None.
+        context: a Playwright browser context to use (default: a fresh headless chromium).
 
     Raises:
         UsageError: chromium or Playwright is missing, or the page reports an error (its message is given).
@@ -226,8 +230,10 @@ def screenshot(
 
     out = Path(out)
     try:
-        with serving(root, models=models) as url, chromium_context() as ctx:
+        with serving(root, models=models) as url, contextlib.ExitStack() as stack:
+            ctx = context if context is not None else stack.enter_context(chromium_context())
             page = ctx.new_page()
+            stack.callback(page.close)
             page.set_viewport_size({"width": width, "height": height})
             page.goto(url + "/")
             page.wait_for_function(
@@ -295,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdmobile serve: error: {e}", file=sys.stderr)
         return 2
     print(f"kdmobile demo: {url}/  (models from {models}; Ctrl-C stops)", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())  # `kill PID` stops as cleanly as Ctrl-C
     try:
-        threading.Event().wait()
+        done.wait()
     except KeyboardInterrupt:
         pass
     finally:

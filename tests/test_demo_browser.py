@@ -387,3 +387,16 @@ def test_missing_teacher_predictions_and_missing_bundle(browser, bundle, tmp_pat
         assert w.page.locator("#email").is_disabled()
         _shot(w.page, "no-model.png", tmp_path)
         w.page.close()
+
+
+def test_screenshot_helper_writes_the_readme_picture(browser, bundle, tmp_path):
+    import struct
+
+    from kdmobile.serve import screenshot
+
+    out = screenshot(
+        DEMO, tmp_path / "demo.png", models=bundle.dir, width=1000, height=700, sample=2, context=browser
+    )
+    head = out.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", head[16:24]) == (1000, 700)

@@ -64,6 +64,7 @@ def make_baseline(report: dict[str, Any], source: str | None = None) -> dict[str
         "task": report.get("task"),
         "data": report.get("data"),
         "n_examples": report.get("n_examples"),
+        "eval_fingerprint": report.get("eval_fingerprint"),
         "machine": report["machine"],
         "versions": report["versions"],
         "settings": report.get("settings", {}),

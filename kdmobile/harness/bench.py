@@ -169,6 +169,23 @@ class _Bench:
         i = self.eval_set.latency_index
         return model_flops(model, (torch.from_numpy(self.eval_set.ids[i : i + 1]),))
 
+    def reference_call(self) -> Callable[[], Any]:
+        """The eager student on the timed example, in this process (the browser runs' reference)."""
+        import torch
+
+        from kdmobile.checkpoint import load_checkpoint
+
+        torch.set_num_threads(self.opt.threads)
+        model, _ = load_checkpoint(self.checkpoint)
+        i = self.eval_set.latency_index
+        x = torch.from_numpy(np.ascontiguousarray(self.eval_set.ids[i : i + 1]))
+
+        def ref() -> Any:
+            with torch.inference_mode():
+                return model(x)
+
+        return ref
+
     def job(self, kind: str, **extra: Any) -> dict[str, Any]:
         o = self.opt
         return {
@@ -325,9 +342,7 @@ def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
     return out
 
 
-def _measure_browser(
-    b: _Bench, artifacts: list[dict[str, Any]], student_p50: float | None
-) -> list[dict[str, Any]]:
+def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from kdmobile.harness import browser as B
 
     bundle = b.dir / "onnx-web" / "bundle"
@@ -378,6 +393,7 @@ def _measure_browser(
             b.eval_set.texts,
             models=[m for _, m in models],
             threads=threads,
+            reference=b.reference_call(),
             latency_index=b.eval_set.latency_index,
             warmup_runs=b.opt.warmup_runs,
             min_runs=b.opt.min_runs,
@@ -407,16 +423,16 @@ def _measure_browser(
             "runs_per_sample": round(run.runs_per_sample, 2),
             "timer": "performance.now() (coarse); a sample is the mean per run over a block of >= 0.5 ms",
         }
-        if student_p50:
-            e["ratio_samples"] = thin(run.samples_ms / student_p50, 3000)
-            e["ratio_to_reference"] = e["latency_ms"]["p50"] / student_p50
+        if run.ratios.size:
+            e["ratio_samples"] = thin(run.ratios, 3000)
+            e["ratio_to_reference"] = float(np.median(run.ratios))
         e["details"].update(
             {
                 "cross_origin_isolated": run.cross_origin_isolated,
                 "effective_threads": run.threads,
                 "tokenize_ms_total": run.tokenize_ms,
                 "user_agent": run.user_agent,
-                "reference_note": "ratios use the eager student's p50 from this run (not interleaved)",
+                "reference_note": "ratios: browser blocks alternate with eager-student blocks in the bench process",
             }
         )
         problems = []
@@ -522,8 +538,7 @@ def run_bench(
         artifacts = _measure_artifacts(b)
         for e in artifacts:
             _accuracy(e, b.logits.get(e["id"]), b)
-        s50 = (student.get("latency_ms") or {}).get("p50") if student and student["status"] == "ok" else None
-        artifacts += _measure_browser(b, artifacts, s50)
+        artifacts += _measure_browser(b, artifacts)
         probe_end = matmul_rate(options.threads)
     finally:
         torch.set_num_threads(prev_threads)
@@ -539,6 +554,7 @@ def run_bench(
         "task": task,
         "data": data,
         "n_examples": int(len(b.eval_set.ids)),
+        "eval_fingerprint": b.eval_set.fingerprint(),
         "artifacts_dir": str(artifacts_dir),
         "export_summary": {
             "checkpoint": b.checkpoint,

@@ -6,7 +6,8 @@
 is cross-origin isolated and wasm threads work) with the bundle at ``/models/``; Playwright drives Debian
 ``chromium``. For each thread count the page is loaded fresh (onnxruntime-web fixes ``numThreads`` when
 its wasm starts) and, per model file, tokenizes every held-out text in JavaScript, runs the model on each,
-and times ``session.run`` at batch 1. Python then checks the JS token ids and the browser's top-1 against
+and times ``session.run`` at batch 1 in blocks that alternate with blocks of the same-run reference (the
+eager student, in this Python process), as the Python-side entries do. Python then checks the JS token ids and the browser's top-1 against
 its own tokenizer and onnxruntime: any difference is a ``mismatch``, never a warning.
 """
 
@@ -15,13 +16,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kdmobile.harness.timing import _block_runs, _timed_block
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -82,6 +86,7 @@ class BrowserRun:
     ids: np.ndarray | None  # int64 [n, max_len], the JS tokenizer's output
     logits: np.ndarray  # float32 [n, classes]
     samples_ms: np.ndarray  # per-run latency: the mean over a block of >= 0.5 ms of consecutive runs
+    ratios: np.ndarray  # each sample / the median of the interleaved reference block before it
     runs_per_sample: float
     runs: int
     ort_version: str | None
@@ -123,15 +128,21 @@ def run_bundle(
     *,
     models: Sequence[str] = ("model_fp32.onnx", "model_int8.onnx"),
     threads: Sequence[int] = (1, 2),
+    reference: Callable[[], Any] | None = None,
     latency_index: int = 0,
     warmup_runs: int = 20,
     min_runs: int = 200,
     min_seconds: float = 10.0,
     max_seconds: float | None = None,
+    block_seconds: float = 0.05,
     return_ids: bool = True,
     app: str | Path | None = None,
 ) -> tuple[list[BrowserRun], dict[str, str | None]]:
     """Serve ``demo_app`` with ``bundle`` at ``/models/`` and run every model at every thread count.
+
+    Timing alternates blocks of about ``block_seconds`` in the page with blocks of ``reference`` (a Python
+    call, e.g. the eager student) so that both see the same machine; each browser sample is divided by
+    the median of the reference block before it (``BrowserRun.ratios``).
 
     Returns:
         the runs (model-major within each thread count) and versions (``chromium``, ``onnxruntime-web``).
@@ -149,6 +160,7 @@ def run_bundle(
     bundle = Path(bundle)
     runs: list[BrowserRun] = []
     versions: dict[str, str | None] = {"onnxruntime-web": ort_web_version(app)}
+    ref_block = _block_runs(reference, block_seconds, warmup_runs)[1] if reference is not None else 0
     with serving(app, models=bundle) as url, chromium_context() as ctx:
         versions["chromium"] = chromium_version(ctx)
         for n_threads in threads:
@@ -166,18 +178,36 @@ def run_bundle(
                     raise RuntimeError(f"bench page failed to start: {err}")
                 for model in models:
                     res = page.evaluate(
-                        "p => window.kdmobileBench.run(p)",
+                        "p => window.kdmobileBench.prepare(p)",
                         {
                             "model": model,
                             "texts": list(texts),
                             "latencyIndex": int(latency_index),
                             "warmupRuns": int(warmup_runs),
-                            "minRuns": int(min_runs),
-                            "minSeconds": float(min_seconds),
-                            "maxSeconds": float(max_seconds) if max_seconds else None,
                             "returnIds": bool(return_ids),
                         },
                     )
+                    samples: list[float] = []
+                    ratios: list[float] = []
+                    n_runs = 0
+                    start = time.perf_counter()
+                    while True:
+                        elapsed = time.perf_counter() - start
+                        if n_runs >= min_runs and elapsed >= min_seconds:
+                            break
+                        if max_seconds is not None and elapsed >= max_seconds and len(samples) >= 3:
+                            break
+                        ref_med = None
+                        if reference is not None:
+                            ref_ns: list[int] = []
+                            _timed_block(reference, ref_block, ref_ns)
+                            ref_med = float(np.median(ref_ns)) * 1e-6
+                        blk = page.evaluate("s => window.kdmobileBench.timeBlock(s)", float(block_seconds))
+                        samples += blk["samples"]
+                        n_runs += int(blk["runs"])
+                        if ref_med:
+                            ratios += [x / ref_med for x in blk["samples"]]
+                    page.evaluate("() => window.kdmobileBench.release()")
                     n, cols = int(res["n"]), int(res["cols"])
                     ids = np.asarray(res["ids"], dtype=np.int64).reshape(n, -1) if res.get("ids") else None
                     runs.append(
@@ -190,9 +220,10 @@ def run_bundle(
                             tokenize_ms=float(res["tokenizeMs"]),
                             ids=ids,
                             logits=np.asarray(res["logits"], dtype=np.float32).reshape(n, cols),
-                            samples_ms=np.asarray(res["samples"], dtype=np.float64),
-                            runs_per_sample=float(res["runsPerSample"]),
-                            runs=int(res["runs"]),
+                            samples_ms=np.asarray(samples, dtype=np.float64),
+                            ratios=np.asarray(ratios, dtype=np.float64),
+                            runs_per_sample=n_runs / max(1, len(samples)),
+                            runs=n_runs,
                             ort_version=res.get("ortVersion"),
                             user_agent=str(res.get("userAgent")),
                         )

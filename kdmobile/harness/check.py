@@ -9,7 +9,7 @@ What counts as a regression, per entry (matched on ``id``, e.g. ``executorch/int
   the same run, interleaved), never on absolute time, so a slower machine does not fail the check but a
   slower artifact does. The test is one-sided Mann-Whitney U over the per-run log-ratios: regression if
   the evidence says the ratio grew by more than ``latency_pct`` (p < ``alpha``), so noise alone does not
-  fail it however many samples there are;
+  fail it however many samples there are (in-browser runs use ``browser_latency_pct``, default 30 %);
 - **accuracy** (top-1, recall@3, teacher agreement) and **retention**: absolute drop > ``accuracy_pt``
   percentage points;
 - **size**: relative growth > ``size_pct``.
@@ -32,7 +32,10 @@ from kdmobile.harness.machine import LATENCY_RELEVANT
 from kdmobile.harness.report import OK_STATUSES, all_entries, display_name, fmt_bytes
 from kdmobile.harness.stats import shifted_mann_whitney
 
-DEFAULTS: dict[str, float] = {"latency_pct": 15.0, "accuracy_pt": 0.5, "size_pct": 5.0}
+# ``browser_latency_pct`` applies to in-browser runs instead of ``latency_pct``: a browser shares the
+# machine through several processes and its timer is coarse, so its same-run ratio is noisier (measured here
+# under load: +-15 % where Python runtimes stayed within +-2 %).
+DEFAULTS: dict[str, float] = {"latency_pct": 15.0, "accuracy_pt": 0.5, "size_pct": 5.0, "browser_latency_pct": 30.0}
 THRESHOLD_KEYS = tuple(DEFAULTS)
 ACCURACY_METRICS = ("top1", "recall_at_3", "teacher_agreement", "retention")
 DEFAULT_ALPHA = 0.01
@@ -143,7 +146,7 @@ def _machine_notes(report: dict[str, Any], baseline: dict[str, Any]) -> tuple[bo
 def _latency_row(
     name: str, base: dict[str, Any], cur: dict[str, Any], th: dict[str, float], alpha: float, absolute: bool
 ) -> Row:
-    pct = th["latency_pct"]
+    pct = th["browser_latency_pct"] if base.get("kind") == "browser" else th["latency_pct"]
     bl, cl = base.get("latency_ms") or {}, cur.get("latency_ms") or {}
     abs_txt = ""
     if absolute and bl.get("p50") and cl.get("p50"):
@@ -208,6 +211,22 @@ def compare(
             f"--only {', '.join(only)} matches no baseline entry; ids look like 'executorch/fp32/...'"
         )
     current = {e["id"]: e for e in all_entries(report) if in_scope(e["id"])}
+    fb, fr = baseline.get("eval_fingerprint"), report.get("eval_fingerprint")
+    same_data = not (fb and fr and fb != fr)
+    if not same_data:
+        result.rows.append(
+            Row(
+                "evaluation set",
+                "data",
+                fb[:12],
+                fr[:12],
+                "changed",
+                "identical",
+                "REGRESSION",
+                "the evaluation data differs from the baseline's: accuracy is not comparable and was not judged; "
+                "if the change is intended, write a new baseline (kdmobile baseline update)",
+            )
+        )
     for base in all_entries(baseline):
         if not in_scope(base["id"]):
             continue
@@ -246,7 +265,7 @@ def compare(
         # Latency (artifacts and browser runs; the eager student is the reference, the teacher is not shipped).
         if measured and base.get("kind") in ("artifact", "browser"):
             result.rows.append(_latency_row(name, base, cur, th, alpha, absolute_ok))
-        for metric in ACCURACY_METRICS if measured else ():
+        for metric in ACCURACY_METRICS if measured and same_data else ():
             b, c = base.get(metric), cur.get(metric)
             if b is None or c is None:
                 continue

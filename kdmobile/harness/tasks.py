@@ -46,6 +46,14 @@ class EvalSet:
     tokenizer_json: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def fingerprint(self) -> str:
+        """sha256 of the texts and their labels: a baseline measured on other data is not comparable."""
+        import hashlib
+        import json
+
+        blob = json.dumps([self.texts, self.acceptable], ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
     def metrics(self, logits: np.ndarray, teacher_logits: np.ndarray | None) -> dict[str, float]:
         """``top1``, ``recall_at_3`` and, with the teacher's logits, ``teacher_agreement`` and ``kl``."""
         from kdmobile.tasks.email.metrics import compute

@@ -114,17 +114,17 @@ def count_params(model: torch.nn.Module) -> int:
 
 # ------------------------------------------------------------------------------------------- datasets
 class EmailSet:
-    """Rows for the distillation engine: ``{"student": (ids,), "teacher": (ids, mask), "label": int}``.
+    """Rows for the distillation engine: ``{"student": (ids,), "teacher": (tensors...), "label": int}``.
 
     ``label`` is -1 for unlabelled transfer rows. ``get_batch`` stacks rows without a Python loop, and
     ``fingerprint`` hashes the teacher's inputs (the cache key), so opening the cache is cheap.
     """
 
-    def __init__(self, student_ids: torch.Tensor, teacher_ids: torch.Tensor, teacher_mask: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, student_ids: torch.Tensor, teacher_inputs: tuple[torch.Tensor, ...], labels: torch.Tensor) -> None:
         n = len(labels)
-        if not (len(student_ids) == len(teacher_ids) == len(teacher_mask) == n):
-            raise ValueError("student ids, teacher ids, teacher mask and labels must have the same length")
-        self.student_ids, self.teacher_ids, self.teacher_mask, self.labels = student_ids, teacher_ids, teacher_mask, labels
+        if len(student_ids) != n or any(len(t) != n for t in teacher_inputs):
+            raise ValueError("student ids, every teacher input and the labels must have the same length")
+        self.student_ids, self.teacher_inputs, self.labels = student_ids, tuple(teacher_inputs), labels
         self._fp: str | None = None
 
     def __len__(self) -> int:
@@ -133,7 +133,7 @@ class EmailSet:
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {
             "student": (self.student_ids[i],),
-            "teacher": (self.teacher_ids[i], self.teacher_mask[i]),
+            "teacher": tuple(t[i] for t in self.teacher_inputs),
             "label": int(self.labels[i]),
         }
 
@@ -141,22 +141,47 @@ class EmailSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return {
             "student": (self.student_ids[idx],),
-            "teacher": (self.teacher_ids[idx], self.teacher_mask[idx]),
+            "teacher": tuple(t[idx] for t in self.teacher_inputs),
             "label": self.labels[idx],
         }
 
-    def subset(self, indices: np.ndarray | list[int]) -> EmailSet:
+    def subset(self, indices: np.ndarray | list[int] | torch.Tensor) -> EmailSet:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return EmailSet(self.student_ids[idx], self.teacher_ids[idx], self.teacher_mask[idx], self.labels[idx])
+        return EmailSet(self.student_ids[idx], tuple(t[idx] for t in self.teacher_inputs), self.labels[idx])
 
     def fingerprint(self) -> str:
         if self._fp is None:
             h = hashlib.sha256()
-            for t in (self.teacher_ids, self.teacher_mask):
+            for t in self.teacher_inputs:
+                t = t.contiguous()
                 h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-                h.update(t.contiguous().numpy().tobytes())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
             self._fp = h.hexdigest()
         return self._fp
+
+
+def _lengths(inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+    """Non-padding length of each row of the first teacher input (0 = padding), for length-sorted batches."""
+    first = inputs[0]
+    return (first.reshape(len(first), -1) != 0).sum(1).numpy()
+
+
+@torch.no_grad()
+def teacher_logits_of(teacher: Any, inputs: tuple[torch.Tensor, ...], batch_size: int = 32) -> np.ndarray:
+    """Teacher logits ``[N, C]`` over its inputs, in batches of similar length, returned in input order."""
+    if isinstance(teacher, torch.nn.Module):
+        teacher.eval()
+    n = len(inputs[0])
+    order = np.argsort(_lengths(inputs), kind="stable")
+    out: np.ndarray | None = None
+    for s in range(0, n, batch_size):
+        b = torch.as_tensor(order[s : s + batch_size])
+        z = teacher(*(t[b] for t in inputs))
+        z = (z.logits if hasattr(z, "logits") else z[0] if isinstance(z, tuple) else z).float().numpy()
+        if out is None:
+            out = np.zeros((n, z.shape[1]), dtype=np.float32)
+        out[order[s : s + batch_size]] = z
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 # -------------------------------------------------------------------------------------------- context
@@ -213,9 +238,10 @@ def _targets_matrix(emails: list[Any], intents: list[str]) -> np.ndarray:
     return y
 
 
-def _teacher_tokenize(ctx: Context, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _teacher_tokenize(ctx: Context, texts: list[str]) -> tuple[torch.Tensor, ...]:
     if ctx.teacher_tokenize is not None:
-        return ctx.teacher_tokenize(texts)  # type: ignore[return-value]
+        out = ctx.teacher_tokenize(texts)
+        return (out,) if isinstance(out, torch.Tensor) else tuple(out)
     from kdmobile.tasks.email import teacher as T
 
     if "teacher_tokenizer" not in ctx.state:
@@ -251,13 +277,16 @@ def stage_data(ctx: Context) -> None:
     bar = tqdm(total=4, desc="tokenise", unit="set", disable=not ctx.progress, leave=False)
     s_ids = torch.from_numpy(tok.encode_batch(texts))
     bar.update(1)
-    t_ids, t_mask = _teacher_tokenize(ctx, texts)
+    t_in = _teacher_tokenize(ctx, texts)
     bar.update(1)
     # Rows sorted by teacher length: the cache pass then batches emails of similar length (little padding).
-    order = torch.from_numpy(np.argsort(t_mask.sum(1).numpy(), kind="stable"))
-    st["transfer"] = EmailSet(s_ids[order], t_ids[order], t_mask[order], torch.as_tensor(labels)[order])
-    v_tid, v_tmask = _teacher_tokenize(ctx, [e.text for e in val])
-    st["val"] = EmailSet(torch.from_numpy(tok.encode_batch([e.text for e in val])), v_tid, v_tmask, torch.as_tensor([col[e.label] for e in val]))
+    order = torch.from_numpy(np.argsort(_lengths(t_in), kind="stable"))
+    st["transfer"] = EmailSet(s_ids, t_in, torch.as_tensor(labels)).subset(order)
+    st["val"] = EmailSet(
+        torch.from_numpy(tok.encode_batch([e.text for e in val])),
+        _teacher_tokenize(ctx, [e.text for e in val]),
+        torch.as_tensor([col[e.label] for e in val]),
+    )
     bar.update(1)
     st["heldout_rows"] = heldout
     st["heldout_ids"] = tok.encode_batch([r["text"] for r in heldout])
@@ -304,10 +333,7 @@ def _cache_config(ctx: Context) -> Any:
 
 
 def _teacher_heldout(ctx: Context) -> np.ndarray:
-    from kdmobile.tasks.email import teacher as T
-
-    ids, mask = ctx.state["heldout_teacher"]
-    return T.predict_logits(ctx.state["teacher"], ids, mask, batch_size=32)
+    return teacher_logits_of(ctx.state["teacher"], ctx.state["heldout_teacher"])
 
 
 def _top3(probs: np.ndarray, intents: list[str]) -> list[dict[str, Any]]:
@@ -318,7 +344,6 @@ def _top3(probs: np.ndarray, intents: list[str]) -> list[dict[str, Any]]:
 def stage_teacher_cache(ctx: Context) -> None:
     from kdmobile.distill import TeacherCache
     from kdmobile.io import atomic_path, write_json
-    from kdmobile.tasks.email import teacher as T
     from kdmobile.tasks.email.generator import generate
     from kdmobile.tasks.email.metrics import softmax
 
@@ -334,8 +359,7 @@ def stage_teacher_cache(ctx: Context) -> None:
     st["teacher_heldout_logits"] = z = _teacher_heldout(ctx)
     # A few generated emails for the browser demo (never the held-out set's own texts).
     samples = [e.text for e in generate(ctx.task.demo.samples, seed=ctx.task.data.seed + 99) if len(e.text) < 600]
-    s_ids, s_mask = _teacher_tokenize(ctx, samples) if samples else (None, None)
-    zs = T.predict_logits(st["teacher"], s_ids, s_mask) if samples else np.zeros((0, len(intents)))
+    zs = teacher_logits_of(st["teacher"], _teacher_tokenize(ctx, samples)) if samples else np.zeros((0, len(intents)))
     p, ps = softmax(z), softmax(zs)
     teacher_name = "all-MiniLM-L6-v2 (fine-tuned)" if ctx.teacher is None else type(ctx.teacher).__name__
     write_json(

@@ -96,6 +96,37 @@ SCENARIOS: tuple[Scenario, ...] = (
         ["Time for {day}", "Re: {meeting}", "Quick time check"],
     ),
     S(
+        "inconvenient_time",
+        "propose_other_time:5 confirm_meeting:2 decline_meeting:1",
+        [
+            "[The only slot I have|The only time I can do|My only free slot] [this week|before the holidays|] is {day} at [7am|7:30 in the morning|6:30pm|8pm|noon]. [Would that work?|Is that ok?|Can you make it?]",
+            "[Our technician|The engineer|The courier|The inspector] can [come|visit|deliver] on {date} between [8am and 12pm|7 and 11|1pm and 6pm]. [Does that suit you?|Please confirm.|Will someone be home?]",
+            "[Can|Could] we [do|move] the {meeting} to [Saturday morning|Sunday|Friday at 6pm|7am tomorrow|late tonight]? [I know it's not ideal.|It's the only option I have.|]",
+            "[Would you be able to|Can you] [come in|join] [early|at 7am|before 8|at the weekend|on a Saturday] [for|to do] the {meeting}?",
+            "[We have|There is] [one|a single] [appointment|slot|opening] left: {weekday} {date} at {time}. [Shall I book it for you?|Do you want it?]",
+            "[I'm|We're] [only|] [available|in {city}] on {weekday} [between {time} and {time2}|for {duration}]. [Could we meet then?|Any chance that works?]",
+        ],
+        [],
+        ["Time for {meeting}", "Scheduling", "Appointment"],
+    ),
+    S(
+        "anything_else",
+        "no:5 yes:2 thanks:1 not_sure:1",
+        [
+            "[Do you need|Is there] anything else from me [before I go|for the {doc}|on this|today]?",
+            "[Any|Do you have any] [objections|concerns|questions] [before we go ahead|about the plan|on the {doc}]?",
+            "[Are you still using|Do you still use|Do you still want] the [old laptop|spare monitor|desk by the window|second parking space|{product}]?",
+            "[Any|Do you have any] [dietary requirements|allergies|accessibility needs] [for|before] {event}?",
+            "[Did anyone|Has anyone] [borrow|borrowed|take|taken] my [charger|stapler|mug|umbrella|headphones] [by any chance|from the meeting room]?",
+            "[Is|Was] there [anything|something] [wrong|unclear|missing] [with|in] [the {doc}|my last email|the order]?",
+            "[Should|Shall] I [wait for you|keep the door open|order for you too|hold the room] [or go ahead|]?",
+            "[Have|Did] you [already|] [got|get|received|receive] [a|your] [parking permit|badge|laptop|locker key] [yet|]?",
+            "Do you mind if I [open the window|take the last slot|reschedule our 1:1|leave a bit early|bring my dog]?",
+        ],
+        [],
+        ["Quick question", "Anything else?", "?"],
+    ),
+    S(
         "calendar_invitation",
         "confirm_meeting:5 decline_meeting:2 propose_other_time:2",
         [

@@ -1,0 +1,163 @@
+"""The email pipeline end to end on a small scale, with a user-supplied teacher (the Python API).
+
+    .venv/bin/python -m pytest tests/test_email_pipeline.py -q
+
+The teacher here is a real (small) model the test trains itself: a bag-of-words classifier over its own
+hashed vocabulary, called on its own inputs (``teacher_tokenize``), exactly how a user plugs in an
+``nn.Module``. ``make demo`` runs the same stages with the fine-tuned all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import kdmobile.tasks.email as E
+from kdmobile import config as C
+from kdmobile.checkpoint import load_checkpoint
+from kdmobile.distill import DistillConfig
+from kdmobile.tasks.email.data import intent_ids
+from kdmobile.tasks.email.generator import generate
+from kdmobile.tasks.email.metrics import compute
+from kdmobile.tasks.email.pipeline import Context, EmailTaskConfig, default_stages, load_config, run_stages
+from kdmobile.tasks.email.tokenizer import HashTokenizer, TokenizerConfig
+
+TEACHER_TOK = HashTokenizer(TokenizerConfig(num_buckets=2048, max_len=96, word_ngrams=1, seed=7))
+
+
+class BowTeacher(nn.Module):
+    def __init__(self, num_intents: int) -> None:
+        super().__init__()
+        self.embed = nn.EmbeddingBag(2048, 32, mode="mean", padding_idx=0)
+        self.head = nn.Linear(32, num_intents)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids))
+
+
+def teacher_tokenize(texts: list[str]) -> tuple[torch.Tensor]:
+    return (torch.from_numpy(TEACHER_TOK.encode_batch(texts)),)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.manual_seed(0)
+    intents = intent_ids()
+    col = {k: i for i, k in enumerate(intents)}
+    emails = generate(1500, seed=77)
+    (x,) = teacher_tokenize([e.text for e in emails])
+    y = torch.as_tensor([col[e.label] for e in emails])
+    teacher = BowTeacher(len(intents))
+    opt = torch.optim.Adam(teacher.parameters(), lr=1e-2)
+    for _ in range(3):
+        for s in range(0, len(y), 64):
+            loss = nn.functional.cross_entropy(teacher(x[s : s + 64]), y[s : s + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    teacher.eval()
+
+    cfg, task = load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "email.toml",
+        [
+            "task_args.data.n_train=400",
+            "task_args.data.n_val=100",
+            "task_args.data.n_transfer=200",
+            "task_args.data.n_augment=100",
+            "task_args.data.chatterbot=false",
+            "task_args.demo.seeds=[0, 1]",
+            "task_args.demo.speedup_rows=128",
+            "task_args.demo.samples=3",
+            "train.epochs=2",
+        ],
+    )
+    work = tmp_path_factory.mktemp("demo")
+    ctx = Context(config=cfg, task=task, workdir=work, progress=False, teacher=teacher, teacher_tokenize=teacher_tokenize, log=lambda m: None)
+    run_stages(ctx, default_stages())
+    return ctx, teacher
+
+
+def test_report_has_every_figure(run):
+    ctx, _ = run
+    report = json.loads((ctx.report_dir / "task.json").read_text())
+    for key in ("teacher", "distilled", "scratch"):
+        for field in ("params", "top1", "recall_at_3", "teacher_agreement"):
+            assert field in report[key], (key, field)
+    for key in ("distilled", "scratch"):
+        assert "top1_std" in report[key] and len(report[key]["runs"]) == 2
+        assert report[key]["top1"] == pytest.approx(np.mean([r["top1"] for r in report[key]["runs"]]))
+    assert report["distilled"]["params"] == report["scratch"]["params"]
+    detail = report["cache_speedup_detail"]
+    assert report["cache_speedup"] == pytest.approx(detail["online_epoch_seconds"] / detail["cached_epoch_seconds"], rel=1e-2)
+    assert detail["rows"] == 128
+    assert set(report["timings_seconds"]) == {s.name for s in default_stages()[:-1]}  # all before the report
+    md = (ctx.report_dir / "task.md").read_text()
+    assert "| student, distilled |" in md and "| teacher" in md
+
+
+def test_teacher_figures_match_an_independent_evaluation(run):
+    ctx, teacher = run
+    report = json.loads((ctx.report_dir / "task.json").read_text())
+    rows = E.load_heldout()
+    col = {k: i for i, k in enumerate(intent_ids())}
+    with torch.no_grad():
+        z = teacher(*teacher_tokenize([r["text"] for r in rows])).numpy()
+    m = compute(z, [[col[i] for i in r["intents"]] for r in rows])
+    assert report["teacher"]["top1"] == pytest.approx(m["top1"])
+    assert report["teacher"]["recall_at_3"] == pytest.approx(m["recall_at_3"])
+    assert report["teacher"]["params"] == sum(p.numel() for p in teacher.parameters())
+    np.testing.assert_allclose(E.heldout_teacher_logits(ctx.workdir), z, atol=1e-5)
+    preds = json.loads((ctx.email_dir / "teacher_predictions.json").read_text())
+    assert [p["id"] for p in preds["heldout"]] == [r["id"] for r in rows]
+    first = preds["heldout"][0]["top3"]
+    assert first[0]["intent"] == intent_ids()[int(z[0].argmax())]
+    assert first[0]["prob"] >= first[1]["prob"] >= first[2]["prob"]
+    assert len(preds["samples"]) >= 1 and all(len(s["top3"]) == 3 for s in preds["samples"])
+
+
+def test_student_checkpoint_reproduces_the_reported_seed0_figures(run):
+    ctx, _ = run
+    model, meta = load_checkpoint(ctx.email_dir / "student.safetensors")
+    assert meta["architecture"] == "email-student" and meta["task"] == "email" and meta["intents"] == intent_ids()
+    report = json.loads((ctx.report_dir / "task.json").read_text())
+    seed0 = report["distilled"]["runs"][0]
+    assert seed0["seed"] == 0
+    with torch.no_grad():
+        m = E.evaluate(
+            lambda ids: model(torch.from_numpy(ids)).numpy(),
+            tokenizer_config=meta["tokenizer"],
+            teacher_logits=E.heldout_teacher_logits(ctx.workdir),
+        )
+    for k in ("top1", "recall_at_3", "teacher_agreement"):
+        assert m[k] == pytest.approx(seed0[k]), k
+
+
+def test_distilled_runs_read_the_cache_and_scratch_runs_need_no_teacher(run):
+    ctx, _ = run
+    hist = json.loads((ctx.email_dir / "runs" / "distilled-seed1" / "history.json").read_text())
+    assert {e["teacher"] for e in hist["epochs"]} == {"cache"} and hist["cache"]["status"] == "reused"
+    hist = json.loads((ctx.email_dir / "runs" / "scratch-seed0" / "history.json").read_text())
+    assert {e["teacher"] for e in hist["epochs"]} == {"none"}
+
+
+def test_config_file_is_complete_and_strict():
+    cfg, task = load_config(Path(__file__).resolve().parents[1] / "configs" / "email.toml")
+    assert isinstance(cfg, DistillConfig) and cfg.task == "email" and cfg.cache.enabled
+    assert task == C.build(EmailTaskConfig, dict(cfg.task_args), where="task_args")
+    assert task.student.tokenizer == TokenizerConfig()  # the defaults every other consumer falls back to
+    from kdmobile.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="task_args.demo.sedes"):
+        load_config(Path(__file__).resolve().parents[1] / "configs" / "email.toml", ["task_args.demo.sedes=[1]"])
+
+
+def test_email_task_is_registered_for_kdmobile_distill():
+    from kdmobile.distill import get_task
+    from kdmobile.tasks.email.task import make_email_task
+
+    assert get_task("email") is make_email_task
