@@ -14,7 +14,6 @@ import pytest
 from kdmobile.harness.timing import PeakMemory, measure_latency, timed
 
 
-
 def _work(times: int) -> None:
     # Pure-Python arithmetic: single-threaded and steady (BLAS thread pools would add their own noise).
     for _ in range(times):

@@ -15,6 +15,7 @@ Measurement windows are short (``selftest.bench_options``); the baseline used a 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +38,9 @@ ROUNDS = 5
 def st(tmp_path_factory):
     work = tmp_path_factory.mktemp("selftest")
     paths = selftest.train(work)
-    return SimpleNamespace(work=work, student=paths["student"], export=selftest.export(paths["student"], work / "export"))
+    return SimpleNamespace(
+        work=work, student=paths["student"], export=selftest.export(paths["student"], work / "export")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,9 @@ def baseline():
     path = selftest.baseline_path()
     if not path.is_file():
         others = sorted(path.parent.glob("selftest-*.json"))
-        assert others, f"no committed selftest baseline in {path.parent}: run python -m kdmobile.harness.selftest --update-baseline"
+        assert others, (
+            f"no committed selftest baseline in {path.parent}: run python -m kdmobile.harness.selftest --update-baseline"
+        )
         path = others[0]  # another machine class: the check flags it and judges latency on ratios only
     return read_report(path)
 
@@ -68,17 +73,28 @@ def _row(result, entry, metric):
 def test_fresh_export_passes_the_committed_baseline(st, baseline):
     report = run_bench(st.export, task="selftest", out=OUT, options=selftest.bench_options())
     entries = {e["id"]: e for e in report["artifacts"]}
-    exported_ok = [r for r in __import__("json").loads((st.export / "summary.json").read_text())["results"] if r["status"] == "ok"]
+    exported_ok = [
+        r for r in json.loads((st.export / "summary.json").read_text())["results"] if r["status"] == "ok"
+    ]
     assert exported_ok, "nothing exported"
     for r in exported_ok:
-        e = next(e for e in entries.values() if e["kind"] == "artifact" and e["target"] == r["target"] and e["precision"] == r["precision"])
+        e = next(
+            e
+            for e in entries.values()
+            if e["kind"] == "artifact" and e["target"] == r["target"] and e["precision"] == r["precision"]
+        )
         assert e["status"] == "ok", e["reason"]
         assert e["latency_ms"]["p50"] > 0 and e["top1"] is not None and e["size_bytes"] > 0
         assert len(e["ratio_samples"]) >= 200
     assert report["teacher"]["status"] == "ok" and report["student"]["status"] == "ok"
     # In the browser: 1 and 2 wasm threads, the JS tokenizer exact, the same top-1 as Python onnxruntime.
     browser = [e for e in entries.values() if e["kind"] == "browser"]
-    assert {(e["precision"], e["threads"]) for e in browser} == {("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)}
+    assert {(e["precision"], e["threads"]) for e in browser} == {
+        ("fp32", 1),
+        ("fp32", 2),
+        ("int8", 1),
+        ("int8", 2),
+    }
     for e in browser:
         assert e["status"] == "ok", e["reason"]
         assert e["details"]["tokenizer_exact"] is True and e["details"]["python_top1_agreement"] == 1.0
@@ -94,12 +110,18 @@ def test_fresh_export_passes_the_committed_baseline(st, baseline):
 
 @pytest.mark.target("executorch")
 def test_slower_variant_fails_and_reexport_passes_every_round(st, baseline):
-    reexport = selftest.export(st.student, st.work / "reexport", targets=("executorch",), precisions=("fp32",), bundle=False)
+    reexport = selftest.export(
+        st.student, st.work / "reexport", targets=("executorch",), precisions=("fp32",), bundle=False
+    )
     slow = st.work / "no-xnnpack"
     shutil.copytree(reexport, slow)
     selftest.write_portable_pte(st.student, slow / "executorch" / "model_fp32.pte")
     opts = selftest.bench_options(
-        targets=("executorch",), precisions=("fp32",), include_teacher=False, include_student=False, browser=False
+        targets=("executorch",),
+        precisions=("fp32",),
+        include_teacher=False,
+        include_student=False,
+        browser=False,
     )
     verdicts = {"reexport": [], "no-xnnpack": []}
     for _ in range(ROUNDS):
@@ -118,16 +140,40 @@ def test_slower_variant_fails_and_reexport_passes_every_round(st, baseline):
 
 @pytest.mark.target("onnx-web")
 def test_perturbed_weights_fail_accuracy_and_a_bigger_model_fails_size(st, baseline):
-    opts = selftest.bench_options(targets=("onnx-web",), precisions=("fp32",), include_teacher=False, include_student=False, browser=False)
+    opts = selftest.bench_options(
+        targets=("onnx-web",),
+        precisions=("fp32",),
+        include_teacher=False,
+        include_student=False,
+        browser=False,
+    )
     perturbed = selftest.perturb(st.student, st.work / "perturbed" / "student.safetensors", scale=0.5)
-    report = run_bench(selftest.export(perturbed, st.work / "perturbed" / "export", targets=("onnx-web",), precisions=("fp32",), bundle=False), task="selftest", options=opts, log=lambda _m: None)
+    report = run_bench(
+        selftest.export(
+            perturbed,
+            st.work / "perturbed" / "export",
+            targets=("onnx-web",),
+            precisions=("fp32",),
+            bundle=False,
+        ),
+        task="selftest",
+        options=opts,
+        log=lambda _m: None,
+    )
     result, table = _check(report, baseline, only=[ORT_FP32])
     assert not result.ok, table
     assert _row(result, "onnx-web fp32", "top1").verdict == "REGRESSION", table
     assert _row(result, "onnx-web fp32", "size").verdict == "ok", table
 
     bigger = selftest.train(st.work / "bigger", student_config={"dim": 48}, with_teacher=False)["student"]
-    report = run_bench(selftest.export(bigger, st.work / "bigger" / "export", targets=("onnx-web",), precisions=("fp32",), bundle=False), task="selftest", options=opts, log=lambda _m: None)
+    report = run_bench(
+        selftest.export(
+            bigger, st.work / "bigger" / "export", targets=("onnx-web",), precisions=("fp32",), bundle=False
+        ),
+        task="selftest",
+        options=opts,
+        log=lambda _m: None,
+    )
     result, table = _check(report, baseline, only=[ORT_FP32])
     assert _row(result, "onnx-web fp32", "size").verdict == "REGRESSION", table
     assert not result.ok
@@ -140,7 +186,13 @@ def test_an_artifact_that_no_longer_loads_fails_status(st, baseline):
     shutil.copy(st.export / "summary.json", broken / "summary.json")
     pte = broken / "executorch" / "model_fp32.pte"
     pte.write_bytes(pte.read_bytes()[: pte.stat().st_size // 3])  # truncated, as by a bad upload
-    opts = selftest.bench_options(targets=("executorch",), precisions=("fp32",), include_teacher=False, include_student=False, browser=False)
+    opts = selftest.bench_options(
+        targets=("executorch",),
+        precisions=("fp32",),
+        include_teacher=False,
+        include_student=False,
+        browser=False,
+    )
     report = run_bench(broken, task="selftest", options=opts, log=lambda _m: None)
     e = next(e for e in report["artifacts"] if e["id"] == XNN_FP32)
     assert e["status"] == "load_failed" and e["reason"], e

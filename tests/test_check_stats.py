@@ -63,7 +63,11 @@ def test_shifted_test_needs_more_than_the_margin():
 
 def test_summarize_and_thin():
     s = summarize(np.arange(1, 101, dtype=float))
-    assert s["p50"] == pytest.approx(50.5) and s["p90"] == pytest.approx(90.1) and s["p99"] == pytest.approx(99.01)
+    assert (
+        s["p50"] == pytest.approx(50.5)
+        and s["p90"] == pytest.approx(90.1)
+        and s["p99"] == pytest.approx(99.01)
+    )
     assert s["mean"] == pytest.approx(50.5) and s["n"] == 100
     t = thin(np.arange(10_000, dtype=float), 100)
     assert len(t) == 100 and t[0] == 0 and t[-1] == 9999
@@ -123,7 +127,9 @@ def test_unchanged_report_passes():
 def test_latency_regression_on_ratio_not_on_absolute_time():
     base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1)])
     # A 2x slower machine: absolute latency doubles, the same-run ratio does not -> passes, flagged.
-    slow_machine = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2, latency_ms={"p50": 0.018})], "other-4c")
+    slow_machine = _report(
+        [_entry("a/fp32/rt", "onnx-web", "fp32", seed=2, latency_ms={"p50": 0.018})], "other-4c"
+    )
     res = compare(slow_machine, base)
     assert res.ok and any("machine class" in n for n in res.notes)
     # A slower artifact: the ratio grows by 40 % -> regression.
@@ -172,7 +178,9 @@ def test_thresholds_from_the_command_line_override():
 
 
 def test_ok_then_failing_is_a_regression_and_only_scopes():
-    base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1), _entry("c/fp32/rt", "executorch", "fp32", seed=5)])
+    base = _report(
+        [_entry("a/fp32/rt", "onnx-web", "fp32", seed=1), _entry("c/fp32/rt", "executorch", "fp32", seed=5)]
+    )
     now = _report(
         [
             _entry("a/fp32/rt", "onnx-web", "fp32", seed=2),
@@ -188,7 +196,22 @@ def test_ok_then_failing_is_a_regression_and_only_scopes():
 
 def test_other_tool_versions_are_flagged():
     base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1)])
-    now = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2)], versions={"torch": "2.14.0", "onnxruntime": "1.32.0"})
+    now = _report(
+        [_entry("a/fp32/rt", "onnx-web", "fp32", seed=2)],
+        versions={"torch": "2.14.0", "onnxruntime": "1.32.0"},
+    )
     res = compare(now, base)
     assert res.ok and not res.comparable_machine
     assert any("torch 2.13.0 -> 2.14.0" in n for n in res.notes)
+
+
+def test_other_evaluation_data_is_flagged_and_accuracy_not_judged():
+    base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1)])
+    now = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2, top1=0.30)])
+    base["eval_fingerprint"], now["eval_fingerprint"] = "a" * 64, "b" * 64
+    res = compare(now, base)
+    assert not res.ok
+    v = _verdicts(res)
+    assert v[("evaluation set", "data")] == "REGRESSION"
+    assert ("onnx-web fp32", "top1") not in v  # not comparable, so not judged
+    assert v[("onnx-web fp32", "latency ratio")] == "ok"

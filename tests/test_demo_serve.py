@@ -179,4 +179,5 @@ def test_cli_prints_the_url_and_serves_the_bundle(site, tmp_path):
         assert headers["cross-origin-opener-policy"] == "same-origin"
     finally:
         p.terminate()
-        p.wait(timeout=10)
+        rc = p.wait(timeout=10)
+    assert rc == 0, "SIGTERM should stop the server cleanly"

@@ -1,6 +1,6 @@
 """The email task's data: generator determinism and variety, held-out set, disjointness, chatterbot loader.
 
-    .venv/bin/python -m pytest tests/test_email_data.py -q
+.venv/bin/python -m pytest tests/test_email_data.py -q
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Smart-reply metrics against hand-computed golden values.
 
-    .venv/bin/python -m pytest tests/test_email_metrics.py -q
+.venv/bin/python -m pytest tests/test_email_metrics.py -q
 """
 
 from __future__ import annotations

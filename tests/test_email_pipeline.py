@@ -77,7 +77,15 @@ def run(tmp_path_factory):
         ],
     )
     work = tmp_path_factory.mktemp("demo")
-    ctx = Context(config=cfg, task=task, workdir=work, progress=False, teacher=teacher, teacher_tokenize=teacher_tokenize, log=lambda m: None)
+    ctx = Context(
+        config=cfg,
+        task=task,
+        workdir=work,
+        progress=False,
+        teacher=teacher,
+        teacher_tokenize=teacher_tokenize,
+        log=lambda m: None,
+    )
     run_stages(ctx, default_stages())
     return ctx, teacher
 
@@ -93,7 +101,9 @@ def test_report_has_every_figure(run):
         assert report[key]["top1"] == pytest.approx(np.mean([r["top1"] for r in report[key]["runs"]]))
     assert report["distilled"]["params"] == report["scratch"]["params"]
     detail = report["cache_speedup_detail"]
-    assert report["cache_speedup"] == pytest.approx(detail["online_epoch_seconds"] / detail["cached_epoch_seconds"], rel=1e-2)
+    assert report["cache_speedup"] == pytest.approx(
+        detail["online_epoch_seconds"] / detail["cached_epoch_seconds"], rel=1e-2
+    )
     assert detail["rows"] == 128
     assert set(report["timings_seconds"]) == {s.name for s in default_stages()[:-1]}  # all before the report
     md = (ctx.report_dir / "task.md").read_text()
@@ -123,7 +133,11 @@ def test_teacher_figures_match_an_independent_evaluation(run):
 def test_student_checkpoint_reproduces_the_reported_seed0_figures(run):
     ctx, _ = run
     model, meta = load_checkpoint(ctx.email_dir / "student.safetensors")
-    assert meta["architecture"] == "email-student" and meta["task"] == "email" and meta["intents"] == intent_ids()
+    assert (
+        meta["architecture"] == "email-student"
+        and meta["task"] == "email"
+        and meta["intents"] == intent_ids()
+    )
     report = json.loads((ctx.report_dir / "task.json").read_text())
     seed0 = report["distilled"]["runs"][0]
     assert seed0["seed"] == 0
@@ -153,7 +167,9 @@ def test_config_file_is_complete_and_strict():
     from kdmobile.errors import ConfigError
 
     with pytest.raises(ConfigError, match="task_args.demo.sedes"):
-        load_config(Path(__file__).resolve().parents[1] / "configs" / "email.toml", ["task_args.demo.sedes=[1]"])
+        load_config(
+            Path(__file__).resolve().parents[1] / "configs" / "email.toml", ["task_args.demo.sedes=[1]"]
+        )
 
 
 def test_email_task_is_registered_for_kdmobile_distill():

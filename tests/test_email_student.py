@@ -1,6 +1,6 @@
 """The email task's public helpers: quick_student, sample_inputs, evaluate; the student's param budget.
 
-    .venv/bin/python -m pytest tests/test_email_student.py -q
+.venv/bin/python -m pytest tests/test_email_student.py -q
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ def test_quick_student_beats_chance_on_fresh_generated_emails(quick):
 
 def test_quick_student_is_deterministic(quick, tmp_path):
     again = E.quick_student(tmp_path, seed=0)
-    assert json.loads(again.with_suffix(".json").read_text())["sha256"] == json.loads(quick.with_suffix(".json").read_text())["sha256"]
+    assert (
+        json.loads(again.with_suffix(".json").read_text())["sha256"]
+        == json.loads(quick.with_suffix(".json").read_text())["sha256"]
+    )
 
 
 def test_sample_inputs():
@@ -66,7 +69,9 @@ def test_sample_inputs():
     rows = E.load_heldout()
     texts = {tuple(HashTokenizer(cfg).encode(r["text"])) for r in rows}
     assert all(tuple(r) in texts for r in held)
-    gen = E.sample_inputs({"max_len": 32, "char_ngrams": [3, 4], "type": "kdmobile-hash-ngram"}, n=8, split="generated")
+    gen = E.sample_inputs(
+        {"max_len": 32, "char_ngrams": [3, 4], "type": "kdmobile-hash-ngram"}, n=8, split="generated"
+    )
     assert gen.shape == (8, 32)
     with pytest.raises(UsageError, match="split"):
         E.sample_inputs(cfg, n=2, split="train")

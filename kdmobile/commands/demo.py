@@ -26,7 +26,9 @@ def register(sub: Any) -> None:
         "write WORKDIR/report/task.json + task.md.",
         epilog="example: kdmobile demo --set task_args.demo.seeds=[0] --set train.epochs=4",
     )
-    p.add_argument("--workdir", default=None, help="output root (default: task_args.workdir of the config, build)")
+    p.add_argument(
+        "--workdir", default=None, help="output root (default: task_args.workdir of the config, build)"
+    )
     p.add_argument("--config", default=None, help="TOML config (default: configs/email.toml)")
     p.add_argument(
         "--set",
@@ -53,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     ctx = Context(config=cfg, task=task, workdir=Path(task.workdir), progress=not args.no_progress)
 
     def done(stage: Any, seconds: float) -> None:
-        print(f"[{stages.index(stage) + 1}/{len(stages)}] {stage.name}: {stage.description} ({seconds:.0f} s)", file=sys.stderr)
+        print(
+            f"[{stages.index(stage) + 1}/{len(stages)}] {stage.name}: {stage.description} ({seconds:.0f} s)",
+            file=sys.stderr,
+        )
 
     run_stages(ctx, stages, on_stage=done)
     report = ctx.results.get("report")

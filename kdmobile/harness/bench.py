@@ -499,6 +499,69 @@ def _derive(report: dict[str, Any], matmul_gflops: float, b_flops: int | None) -
             e["retention"] = e["top1"] / t_top1
 
 
+def goals(
+    report: dict[str, Any], min_speedup: float = 20.0, min_retention: float = 0.95
+) -> list[dict[str, Any]]:
+    """The demo's headline claims, checked on the report (shown in report.md/html, never hard-coded)."""
+    arts = [e for e in report["artifacts"] if e["status"] == "ok"]
+    out = []
+    speed = [(e["speedup_vs_teacher"], e["id"]) for e in arts if e.get("speedup_vs_teacher")]
+    if speed:
+        worst = min(speed)
+        out.append(
+            {
+                "goal": f"every student artifact that runs here is >= {min_speedup:g}x faster than the teacher (batch 1, same run)",
+                "ok": worst[0] >= min_speedup,
+                "detail": f"slowest: {worst[1]} at {worst[0]:.0f}x",
+            }
+        )
+    ret = [
+        (e["retention"], e["id"]) for e in arts if e["precision"] == "fp32" and e.get("retention") is not None
+    ]
+    if ret:
+        worst = min(ret)
+        out.append(
+            {
+                "goal": f"retention >= {min_retention:g} for every fp32 artifact",
+                "ok": worst[0] >= min_retention,
+                "detail": f"lowest: {worst[1]} at {worst[0]:.3f}",
+            }
+        )
+    browser = [e for e in report["artifacts"] if e["kind"] == "browser"]
+    if browser:
+        same = [
+            e for e in browser if e["status"] == "ok" and e["details"].get("python_top1_agreement") == 1.0
+        ]
+        out.append(
+            {
+                "goal": "in-browser top-1 equals Python onnxruntime's on every evaluation example (JS tokenizer exact)",
+                "ok": len(same) == len(browser),
+                "detail": f"{len(same)} of {len(browser)} browser runs identical",
+            }
+        )
+    return out
+
+
+def demo_stage(ctx: Any) -> None:
+    """The ``bench`` stage of ``make demo`` (``Stage("bench", demo_stage, ...)`` in the email pipeline):
+    bench ``WORKDIR/export`` into ``WORKDIR/report``; a failure here fails the demo."""
+    from kdmobile.errors import CheckFailed
+
+    report = run_bench(
+        Path(ctx.workdir) / "export", task="email", data="heldout", out=ctx.report_dir, log=ctx.log
+    )
+    ctx.results["bench"] = {
+        "report": str(Path(ctx.report_dir) / "report.md"),
+        "ok": report["ok"],
+        "failures": report["failures"],
+        "goals": report["goals"],
+    }
+    if not report["ok"]:
+        raise CheckFailed(
+            f"bench: {', '.join(report['failures'])} failed here (see {ctx.report_dir}/report.md)"
+        )
+
+
 def run_bench(
     artifacts_dir: str | Path,
     *,
@@ -580,6 +643,7 @@ def run_bench(
         e["id"] for e in everything if e["status"] in FAILED and e["details"].get("from_export")
     ]
     report["ok"] = not failures
+    report["goals"] = goals(report)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     if out is not None:
         write_report(report, out)

@@ -35,7 +35,12 @@ from kdmobile.harness.stats import shifted_mann_whitney
 # ``browser_latency_pct`` applies to in-browser runs instead of ``latency_pct``: a browser shares the
 # machine through several processes and its timer is coarse, so its same-run ratio is noisier (measured here
 # under load: +-15 % where Python runtimes stayed within +-2 %).
-DEFAULTS: dict[str, float] = {"latency_pct": 15.0, "accuracy_pt": 0.5, "size_pct": 5.0, "browser_latency_pct": 30.0}
+DEFAULTS: dict[str, float] = {
+    "latency_pct": 15.0,
+    "accuracy_pt": 0.5,
+    "size_pct": 5.0,
+    "browser_latency_pct": 30.0,
+}
 THRESHOLD_KEYS = tuple(DEFAULTS)
 ACCURACY_METRICS = ("top1", "recall_at_3", "teacher_agreement", "retention")
 DEFAULT_ALPHA = 0.01

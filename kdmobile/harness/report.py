@@ -283,6 +283,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"Teacher at server batch {sb['batch']}: {fmt_ms(sb['latency_ms']['p50'])} per batch "
             f"= {fmt_ms(sb['per_example_ms'])} per example.",
         ]
+    if report.get("goals"):
+        lines += ["", "## Goals", ""]
+        lines += [
+            f"- {'met' if g['ok'] else '**NOT MET**'}: {g['goal']} ({g['detail']})" for g in report["goals"]
+        ]
     notes = [e for e in sorted(all_entries(report), key=sort_key) if e.get("reason")]
     if notes:
         lines += ["", "## Notes", ""]
@@ -642,6 +647,11 @@ def render_html(report: dict[str, Any]) -> str:
         tds = "".join(f'<td class="num">{c}</td>' if i >= 3 else f"<td>{c}</td>" for i, c in enumerate(cells))
         title = f' title="{esc(e["reason"])}"' if e.get("reason") else ""
         rows.append(f'<tr>{tds}<td class="{cls}"{title}>{esc(status)}</td></tr>')
+    goal_items = "".join(
+        f'<li><span class="{"ok" if g["ok"] else "bad"}">{"met" if g["ok"] else "NOT MET"}</span> '
+        f'{esc(g["goal"])} <span class="small">({esc(g["detail"])})</span></li>'
+        for g in report.get("goals") or []
+    )
     notes = "".join(
         f"<li><b>{esc(display_name(e))}</b> ({esc(e['status'])}): {esc(e['reason'])}</li>"
         for e in entries
@@ -656,6 +666,7 @@ def render_html(report: dict[str, Any]) -> str:
 <p class="sub">{esc(str(m.get("cpu_model")))} · {esc(str(m.get("cores")))} cores · class <code>{esc(str(m.get("machine_class")))}</code> ·
 measured {esc(str(report.get("created", "")))}</p>
 <div class="cards">{card_html}</div>
+{f"<ul>{goal_items}</ul>" if goal_items else ""}
 {render_svg(report)}
 {render_speedup_svg(report)}
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{"".join(rows)}</tbody></table>

@@ -58,7 +58,9 @@ def _tokenizer(tokenizer_config: Any = None) -> Any:
     return HashTokenizer(tokenizer_config)
 
 
-def sample_inputs(tokenizer_config: Any = None, n: int = 64, split: str = "heldout", seed: int = 0) -> np.ndarray:
+def sample_inputs(
+    tokenizer_config: Any = None, n: int = 64, split: str = "heldout", seed: int = 0
+) -> np.ndarray:
     """``n`` real emails tokenised for the student: int64 ``[N, max_len]``.
 
     Args:
@@ -96,7 +98,9 @@ def heldout_teacher_logits(workdir: str | Path = "build") -> np.ndarray:
         z = f["teacher_logits"]
     n = len(load_heldout())
     if len(z) != n:
-        raise UsageError(f"{path} has {len(z)} teacher rows but the held-out set has {n}: rerun `kdmobile demo`")
+        raise UsageError(
+            f"{path} has {len(z)} teacher rows but the held-out set has {n}: rerun `kdmobile demo`"
+        )
     return z
 
 
@@ -137,7 +141,9 @@ def evaluate(
     for s in range(0, len(ids), batch_size):
         z = np.asarray(predict_fn(ids[s : s + batch_size]))
         if z.ndim != 2 or z.shape[0] != len(ids[s : s + batch_size]) or z.shape[1] != len(index):
-            raise UsageError(f"evaluate: predict_fn returned shape {z.shape}, expected [{len(ids[s : s + batch_size])}, {len(index)}]")
+            raise UsageError(
+                f"evaluate: predict_fn returned shape {z.shape}, expected [{len(ids[s : s + batch_size])}, {len(index)}]"
+            )
         out.append(z)
     return compute(np.concatenate(out), acceptable, teacher_logits)
 
@@ -166,7 +172,13 @@ def quick_student(
     emails = generate(n, seed=20_000 + seed)
     x = torch.from_numpy(tok.encode_batch([e.text for e in emails]))
     y = torch.as_tensor([col[e.label] for e in emails])
-    mc = {"num_buckets": tok.config.num_buckets, "dim": 64, "hidden": 128, "num_intents": len(intents), "dropout": 0.0}
+    mc = {
+        "num_buckets": tok.config.num_buckets,
+        "dim": 64,
+        "hidden": 128,
+        "num_intents": len(intents),
+        "dropout": 0.0,
+    }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -192,5 +204,10 @@ def quick_student(
         model.eval(),
         architecture="email-student",
         model_config=mc,
-        metadata={"task": "email", "tokenizer": cfg, "intents": intents, "quick_student": {"seed": seed, "n": n, "epochs": epochs}},
+        metadata={
+            "task": "email",
+            "tokenizer": cfg,
+            "intents": intents,
+            "quick_student": {"seed": seed, "n": n, "epochs": epochs},
+        },
     )

@@ -94,11 +94,20 @@ def load_heldout(paths: list[str | Path] | None = None) -> list[dict[str, Any]]:
                     raise UsageError(f"{where}: needs {key!r} as {typ.__name__}")
             bad = [i for i in row["intents"] if i not in valid]
             if bad or not row["intents"]:
-                raise UsageError(f"{where}: unknown or missing intent ids {bad}; valid ids are in {REPLIES_PATH.name}")
+                raise UsageError(
+                    f"{where}: unknown or missing intent ids {bad}; valid ids are in {REPLIES_PATH.name}"
+                )
             if row["id"] in seen:
                 raise UsageError(f"{where}: duplicate id {row['id']!r} (also in {seen[row['id']]})")
             seen[row["id"]] = where
-            rows.append({"id": row["id"], "text": row["text"], "intents": list(row["intents"]), "style": row.get("style", "")})
+            rows.append(
+                {
+                    "id": row["id"],
+                    "text": row["text"],
+                    "intents": list(row["intents"]),
+                    "style": row.get("style", ""),
+                }
+            )
     return rows
 
 
@@ -222,7 +231,9 @@ def wrap_chat(lines: list[str], seed: int) -> list[str]:
             out.append(line)
             continue
         b = Bindings(rng)
-        out.append(f"{expand(rng.choice(GREETINGS), rng, b)}\n\n{line}\n\n{expand(rng.choice(SIGNOFFS), rng, b)}\n{expand('{me}', rng, b)}")
+        out.append(
+            f"{expand(rng.choice(GREETINGS), rng, b)}\n\n{line}\n\n{expand(rng.choice(SIGNOFFS), rng, b)}\n{expand('{me}', rng, b)}"
+        )
     return out
 
 
@@ -241,7 +252,9 @@ def transfer_texts(cfg: DataConfig) -> list[str]:
 def main() -> None:
     cfg = DataConfig()
     print(f"intents: {len(intent_ids())}")
-    print(f"train: {len(training_set(cfg))}  val: {len(validation_set(cfg))}  transfer (unlabelled): {len(transfer_texts(cfg))}")
+    print(
+        f"train: {len(training_set(cfg))}  val: {len(validation_set(cfg))}  transfer (unlabelled): {len(transfer_texts(cfg))}"
+    )
     try:
         print(f"held-out: {len(load_heldout())}")
     except UsageError as e:

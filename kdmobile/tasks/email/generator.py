@@ -317,7 +317,26 @@ NON_NATIVE = [
     (r"\bdiscuss\b", "discuss about"),
     (r"\bdoes\b", "do"),
 ]
-EMOJI = ["🙂", "😊", "👍", "🎉", "🙏", "😅", "😀", "🤞", "✅", "📎", "☕", "😂", "❤️", "👋", ":)", ":-)", ";)", ":D"]
+EMOJI = [
+    "🙂",
+    "😊",
+    "👍",
+    "🎉",
+    "🙏",
+    "😅",
+    "😀",
+    "🤞",
+    "✅",
+    "📎",
+    "☕",
+    "😂",
+    "❤️",
+    "👋",
+    ":)",
+    ":-)",
+    ";)",
+    ":D",
+]
 KEYBOARD = {
     "a": "qs",
     "b": "vn",
@@ -422,16 +441,34 @@ class EmailGenerator:
             parts.append(core)
             parts += self._contexts(sc, rng, b, rng.randint(0, 2))
             if rng.random() < 0.6:
-                parts.append(expand(rng.choice(["Regards,\n{company}", "The {company} Team", "{company} Support", "Thank you,\n{company}", "{company} | {city}"]), rng, b))
+                parts.append(
+                    expand(
+                        rng.choice(
+                            [
+                                "Regards,\n{company}",
+                                "The {company} Team",
+                                "{company} Support",
+                                "Thank you,\n{company}",
+                                "{company} | {city}",
+                            ]
+                        ),
+                        rng,
+                        b,
+                    )
+                )
             if rng.random() < 0.6:
                 parts.append(expand(rng.choice(DISCLAIMERS), rng, b))
             text = self._join(parts, rng)
         elif layout == "forward":
             inner_sc = rng.choice(self.scenarios)
-            inner = self._standard(inner_sc, rng, Bindings(rng), self._core(inner_sc, rng, Bindings(rng)), short=True)
+            inner = self._standard(
+                inner_sc, rng, Bindings(rng), self._core(inner_sc, rng, Bindings(rng)), short=True
+            )
             if rng.random() < 0.55:
                 note = expand(rng.choice(NOTE_INSTRUCTIONS), rng, b)
-                weights = _mix({"will_do": 5, "ask_details": 1, "acknowledge_receipt": 1}, inner_sc.intents, 0.7)
+                weights = _mix(
+                    {"will_do": 5, "ask_details": 1, "acknowledge_receipt": 1}, inner_sc.intents, 0.7
+                )
                 name = "forward_instruction"
             else:
                 note = expand(rng.choice(NOTE_FYI), rng, b)
@@ -450,7 +487,9 @@ class EmailGenerator:
             text = self._standard(sc, rng, b, core, long=layout == "long", as_list=layout == "list")
             if layout == "reply_chain":
                 quoted_sc = rng.choice(self.scenarios)
-                quoted = self._standard(quoted_sc, rng, Bindings(rng), self._core(quoted_sc, rng, Bindings(rng)), short=True)
+                quoted = self._standard(
+                    quoted_sc, rng, Bindings(rng), self._core(quoted_sc, rng, Bindings(rng)), short=True
+                )
                 text = text + "\n\n" + self._quote(quoted, rng, b)
             elif layout == "multi":  # a second request in the body: both intents fit
                 other = rng.choice(self.scenarios)
@@ -469,7 +508,9 @@ class EmailGenerator:
         text = self._style(text, rng)
         # The hard label favours the scenario's main intent (weights squared); targets keep the spread.
         label = _weighted(rng, {k: v * v for k, v in weights.items()})
-        return GeneratedEmail(text=text, label=label, targets=_normalise(weights), scenario=name, layout=layout)
+        return GeneratedEmail(
+            text=text, label=label, targets=_normalise(weights), scenario=name, layout=layout
+        )
 
     def _core(self, sc: Scenario, rng: random.Random, b: Bindings, extra: float = 0.3) -> str:
         core = _cap(expand(rng.choice(sc.core), rng, b))
@@ -505,7 +546,11 @@ class EmailGenerator:
             parts.append(expand(rng.choice(FORMAL_GREETINGS if formal else GREETINGS), rng, b))
         if rng.random() < (0.6 if long else 0.3) and not short:
             parts.append(_cap(expand(rng.choice(OPENERS), rng, b)))
-        n_before = rng.randint(2, 9) if long else (rng.randint(0, 1) if short else rng.choices([0, 1, 2, 3], [4, 3, 2, 1])[0])
+        n_before = (
+            rng.randint(2, 9)
+            if long
+            else (rng.randint(0, 1) if short else rng.choices([0, 1, 2, 3], [4, 3, 2, 1])[0])
+        )
         n_after = rng.randint(0, 4) if long else (0 if short else rng.choices([0, 1, 2], [3, 2, 1])[0])
         before = self._contexts(sc, rng, b, n_before)
         after = self._contexts(sc, rng, b, n_after)
@@ -516,7 +561,17 @@ class EmailGenerator:
             rng.shuffle(items)
             bullet = rng.choice(["- ", "* ", "• ", "{i}. ", "{i}) "])
             lines = [bullet.replace("{i}", str(i + 1)) + it for i, it in enumerate(items)]
-            intro = rng.choice(["A few things:", "Quick list:", "Points for today:", "Agenda:", "Updates:", "Some items:", ""])
+            intro = rng.choice(
+                [
+                    "A few things:",
+                    "Quick list:",
+                    "Points for today:",
+                    "Agenda:",
+                    "Updates:",
+                    "Some items:",
+                    "",
+                ]
+            )
             parts += ([intro] if intro else []) + ["\n".join(lines)]
         else:
             paragraph = before + [core] + after
@@ -540,7 +595,9 @@ class EmailGenerator:
     def _quote(self, text: str, rng: random.Random, b: Bindings) -> str:
         style = rng.randrange(3)
         if style == 0:
-            head = expand("On {weekday}, {date} at {time}, {person} {last} <{person}@example.com> wrote:", rng, b)
+            head = expand(
+                "On {weekday}, {date} at {time}, {person} {last} <{person}@example.com> wrote:", rng, b
+            )
             return head + "\n" + "\n".join("> " + line if line else ">" for line in text.split("\n"))
         if style == 1:
             head = expand(
@@ -550,7 +607,11 @@ class EmailGenerator:
                 b,
             )
             return head + "\n\n" + text
-        return expand("On {date}, {person} wrote:", rng, b) + "\n" + "\n".join("> " + line for line in text.split("\n"))
+        return (
+            expand("On {date}, {person} wrote:", rng, b)
+            + "\n"
+            + "\n".join("> " + line for line in text.split("\n"))
+        )
 
     @staticmethod
     def _join(parts: list[str], rng: random.Random, compact: bool = False) -> str:

@@ -14,7 +14,12 @@ class EmailStudent(nn.Module):
     """``ids: int64[B, L]`` → ``logits: float32[B, num_intents]``."""
 
     def __init__(
-        self, num_buckets: int = 16384, dim: int = 64, hidden: int = 128, num_intents: int = 48, dropout: float = 0.1
+        self,
+        num_buckets: int = 16384,
+        dim: int = 64,
+        hidden: int = 128,
+        num_intents: int = 48,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(num_buckets, dim, padding_idx=0)

@@ -120,7 +120,9 @@ class EmailSet:
     ``fingerprint`` hashes the teacher's inputs (the cache key), so opening the cache is cheap.
     """
 
-    def __init__(self, student_ids: torch.Tensor, teacher_inputs: tuple[torch.Tensor, ...], labels: torch.Tensor) -> None:
+    def __init__(
+        self, student_ids: torch.Tensor, teacher_inputs: tuple[torch.Tensor, ...], labels: torch.Tensor
+    ) -> None:
         n = len(labels)
         if len(student_ids) != n or any(len(t) != n for t in teacher_inputs):
             raise ValueError("student ids, every teacher input and the labels must have the same length")
@@ -216,7 +218,9 @@ class Stage:
     description: str = ""
 
 
-def run_stages(ctx: Context, stages: list[Stage], *, on_stage: Callable[[Stage, float], None] | None = None) -> Context:
+def run_stages(
+    ctx: Context, stages: list[Stage], *, on_stage: Callable[[Stage, float], None] | None = None
+) -> Context:
     """Run ``stages`` in order, recording each wall time in ``ctx.timings[name]`` (seconds)."""
     torch.set_num_threads(max(1, ctx.task.num_threads))
     for st in stages:
@@ -255,7 +259,9 @@ def check_disjoint(heldout: list[dict[str, Any]], **sets: list[str]) -> None:
     for name, texts in sets.items():
         clash = sorted({keys[k] for k in map(normalise, texts) if k in keys})
         if clash:
-            raise CheckFailed(f"held-out emails {', '.join(clash[:5])} also occur in the {name} set (after normalisation)")
+            raise CheckFailed(
+                f"held-out emails {', '.join(clash[:5])} also occur in the {name} set (after normalisation)"
+            )
 
 
 def stage_data(ctx: Context) -> None:
@@ -267,7 +273,9 @@ def stage_data(ctx: Context) -> None:
     val = validation_set(t.data)
     extra = transfer_texts(t.data)
     heldout = load_heldout()
-    check_disjoint(heldout, training=[e.text for e in train], validation=[e.text for e in val], transfer=extra)
+    check_disjoint(
+        heldout, training=[e.text for e in train], validation=[e.text for e in val], transfer=extra
+    )
     tok = HashTokenizer(t.student.tokenizer)
     col = {k: i for i, k in enumerate(intents)}
     texts = [e.text for e in train] + extra
@@ -304,7 +312,9 @@ def stage_data(ctx: Context) -> None:
         "heldout": len(heldout),
         "heldout_disjoint": True,
     }
-    ctx.log(f"kdmobile: data: {n_lab} labelled + {len(extra)} unlabelled transfer emails, {len(heldout)} held-out")
+    ctx.log(
+        f"kdmobile: data: {n_lab} labelled + {len(extra)} unlabelled transfer emails, {len(heldout)} held-out"
+    )
 
 
 def stage_teacher(ctx: Context) -> None:
@@ -322,13 +332,19 @@ def stage_teacher(ctx: Context) -> None:
         progress=ctx.progress, log=ctx.log,
     )  # fmt: skip
     st["teacher"] = model
-    ctx.results["teacher_source"] = {"status": info["status"], "dir": info["dir"], "training": info.get("training", {})}
+    ctx.results["teacher_source"] = {
+        "status": info["status"],
+        "dir": info["dir"],
+        "training": info.get("training", {}),
+    }
     ctx.log(f"kdmobile: teacher {info['status']}: {info['dir']}")
 
 
 def _cache_config(ctx: Context) -> Any:
     cfg = ctx.config
-    cache = dataclasses.replace(cfg.cache, enabled=True, dir=cfg.cache.dir or str(ctx.email_dir / "teacher_cache"))
+    cache = dataclasses.replace(
+        cfg.cache, enabled=True, dir=cfg.cache.dir or str(ctx.email_dir / "teacher_cache")
+    )
     return dataclasses.replace(cfg, cache=cache)
 
 
@@ -358,8 +374,14 @@ def stage_teacher_cache(ctx: Context) -> None:
     intents = st["intents"]
     st["teacher_heldout_logits"] = z = _teacher_heldout(ctx)
     # A few generated emails for the browser demo (never the held-out set's own texts).
-    samples = [e.text for e in generate(ctx.task.demo.samples, seed=ctx.task.data.seed + 99) if len(e.text) < 600]
-    zs = teacher_logits_of(st["teacher"], _teacher_tokenize(ctx, samples)) if samples else np.zeros((0, len(intents)))
+    samples = [
+        e.text for e in generate(ctx.task.demo.samples, seed=ctx.task.data.seed + 99) if len(e.text) < 600
+    ]
+    zs = (
+        teacher_logits_of(st["teacher"], _teacher_tokenize(ctx, samples))
+        if samples
+        else np.zeros((0, len(intents)))
+    )
     p, ps = softmax(z), softmax(zs)
     teacher_name = "all-MiniLM-L6-v2 (fine-tuned)" if ctx.teacher is None else type(ctx.teacher).__name__
     write_json(
@@ -368,8 +390,13 @@ def stage_teacher_cache(ctx: Context) -> None:
             "version": 1,
             "teacher": teacher_name,
             "intents": intents,
-            "heldout": [{"id": r["id"], "top3": _top3(p[i], intents)} for i, r in enumerate(st["heldout_rows"])],
-            "samples": [{"id": f"sample-{i:02d}", "text": t, "top3": _top3(ps[i], intents)} for i, t in enumerate(samples)],
+            "heldout": [
+                {"id": r["id"], "top3": _top3(p[i], intents)} for i, r in enumerate(st["heldout_rows"])
+            ],
+            "samples": [
+                {"id": f"sample-{i:02d}", "text": t, "top3": _top3(ps[i], intents)}
+                for i, t in enumerate(samples)
+            ],
         },
     )
     acc = np.zeros((len(st["acceptable"]), len(intents)), dtype=bool)
@@ -446,7 +473,9 @@ def _save_student(ctx: Context, model: torch.nn.Module, mc: dict[str, Any]) -> N
             "tokenizer": tokenizer_dict(task.student.tokenizer),
             "intents": st["intents"],
             "seed": task.demo.seeds[0],
-            "teacher_checkpoint": str(Path(ctx.results.get("teacher_source", {}).get("dir", "")) / "teacher.safetensors")
+            "teacher_checkpoint": str(
+                Path(ctx.results.get("teacher_source", {}).get("dir", "")) / "teacher.safetensors"
+            )
             if ctx.teacher is None
             else None,
         },
@@ -474,8 +503,12 @@ def stage_cache_speedup(ctx: Context) -> None:
     seconds = {}
     for mode in ("cached", "online"):
         cfg = _cache_config(ctx)
-        cache = dataclasses.replace(cfg.cache, enabled=mode == "cached", dir=str(ctx.email_dir / "speedup_cache"))
-        cfg = dataclasses.replace(cfg, cache=cache, train=dataclasses.replace(cfg.train, epochs=1, progress=ctx.progress))
+        cache = dataclasses.replace(
+            cfg.cache, enabled=mode == "cached", dir=str(ctx.email_dir / "speedup_cache")
+        )
+        cfg = dataclasses.replace(
+            cfg, cache=cache, train=dataclasses.replace(cfg.train, epochs=1, progress=ctx.progress)
+        )
         _, history = Distiller(
             new_student(task, len(st["intents"]), 0), st["teacher"], cfg,
             run_dir=ctx.email_dir / "runs" / f"speedup-{mode}", architecture=ARCHITECTURE, model_config=mc, log=ctx.log,
@@ -549,7 +582,10 @@ def stage_report(ctx: Context) -> None:
     out["teacher_source"] = ctx.results.get("teacher_source", {})
     out["teacher_cache"] = ctx.results.get("teacher_cache", {})
     out["timings_seconds"] = dict(ctx.timings)
-    out["config"] = {"task_args": _jsonable(dataclasses.asdict(ctx.task)), "distill": _jsonable(dataclasses.asdict(ctx.config))}
+    out["config"] = {
+        "task_args": _jsonable(dataclasses.asdict(ctx.task)),
+        "distill": _jsonable(dataclasses.asdict(ctx.config)),
+    }
     write_json(ctx.report_dir / "task.json", out)
     write_text(ctx.report_dir / "task.md", markdown_table(out))
     ctx.results["report"] = out
@@ -579,7 +615,11 @@ def markdown_table(report: dict[str, Any]) -> str:
         "| model | params | top-1 | recall@3 | teacher agreement | KL to teacher |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key, label in (("teacher", "teacher (all-MiniLM-L6-v2, fine-tuned)"), ("distilled", "student, distilled"), ("scratch", "student, hard labels only")):
+    for key, label in (
+        ("teacher", "teacher (all-MiniLM-L6-v2, fine-tuned)"),
+        ("distilled", "student, distilled"),
+        ("scratch", "student, hard labels only"),
+    ):
         e = report[key]
         lines.append(
             f"| {label} | {e['params']:,} | {cell(e, 'top1')} | {cell(e, 'recall_at_3')} | "
@@ -592,7 +632,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"({c.get('cached_epoch_seconds', 0):.2f} s) than with the teacher online ({c.get('online_epoch_seconds', 0):.1f} s), "
         f"{c.get('rows', 0)} rows, batch {c.get('batch_size', 0)}.",
         "",
-        "Stage wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in report.get("timings_seconds", {}).items()),
+        "Stage wall times: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in report.get("timings_seconds", {}).items()),
         "",
     ]
     return "\n".join(lines)
@@ -611,7 +652,9 @@ def default_stages() -> list[Stage]:
     ]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[Any, EmailTaskConfig]:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> tuple[Any, EmailTaskConfig]:
     """``(DistillConfig, EmailTaskConfig)`` from ``configs/email.toml`` (or ``path``) and ``--set`` overrides."""
     from kdmobile import config as C
     from kdmobile.distill import DistillConfig
@@ -619,7 +662,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     path = Path(path) if path is not None else default_config_path()
     cfg = C.load(DistillConfig, path, overrides)
     if cfg.task not in ("", "email"):
-        raise UsageError(f"{path}: task = {cfg.task!r}, but the email pipeline needs task = \"email\"")
+        raise UsageError(f'{path}: task = {cfg.task!r}, but the email pipeline needs task = "email"')
     task = C.build(EmailTaskConfig, dict(cfg.task_args), where="task_args")
     return cfg, task
 

@@ -291,7 +291,11 @@ SCENARIOS: tuple[Scenario, ...] = (
             "[Please find enclosed|Enclosed please find] the [revised|amended|updated] {doc} [with tracked changes|for your approval|for your review].",
             "The first draft of the {doc} is ready[ - see attached|]. [Feedback by {date} would be great.|]",
         ],
-        ["I've incorporated the comments from {person}.", "This is version 3.", "The main changes are in section 2."],
+        [
+            "I've incorporated the comments from {person}.",
+            "This is version 3.",
+            "The main changes are in section 2.",
+        ],
         ["{doc} for review", "Draft {doc}", "Please review: {doc}"],
     ),
     S(
@@ -335,7 +339,11 @@ SCENARIOS: tuple[Scenario, ...] = (
             "Can you share the [slides|recording|notes] from [the {meeting}|{event}|yesterday's session]?",
             "[Would you mind sending|Could I get] [the|those] photos from {event}?",
         ],
-        ["{person} said you have it.", "I looked in the shared drive but couldn't find it.", "The client asked for it this morning."],
+        [
+            "{person} said you have it.",
+            "I looked in the shared drive but couldn't find it.",
+            "The client asked for it this morning.",
+        ],
         ["{doc}", "Request: {doc}", "Need the {doc}"],
     ),
     S(
@@ -794,7 +802,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         [
             "[The|Our] [app|website|printer|projector|wifi|VPN|coffee machine|elevator|heating] [keeps crashing|is down|isn't working|stopped working|is broken] [again|since this morning|on the 3rd floor|].",
             "When I [try to|] [upload|save|export|submit|open] [a file|the {doc}|a photo|the form] [in|on|to] {app}, [I get an error|it freezes|nothing happens|the page goes blank].",
-            "[Error|Error code|Exception] [500|404|E-1043|\"Something went wrong\"] [when|while] [checking out|logging in|opening the dashboard|paying].",
+            '[Error|Error code|Exception] [500|404|E-1043|"Something went wrong"] [when|while] [checking out|logging in|opening the dashboard|paying].',
             "[There's|There is] a [leak|crack|broken window|strange noise|power cut] [in|at] [the kitchen|{flat}|the bathroom|the office|the server room].",
             "The [page|site|app|dashboard] is [very slow|not loading|timing out] [today|for everyone|since the update].",
             "[Since the|After the] [update|upgrade|migration], [my|the] [emails|notifications|reports|sync] [don't|doesn't|won't] [arrive|work|load].",
@@ -844,9 +852,12 @@ SCENARIOS: tuple[Scenario, ...] = (
             "[We miss you!|It's been a while!] [Come back|Return] [and get|for] {percent} off your next order with code [SAVE20|WELCOME10|BACK15].",
             "{company} [Digest|Weekly|Insider]: [this week's|the latest] [news|updates|articles] [in|from] [tech|finance|the industry].",
             "[Exclusive|Limited-time|Members-only] offer: [buy one get one free|free trial for 30 days|double points] [on|for] [all|every] {product}.",
-            "[Webinar|Event] [alert|invitation]: [join us|register now] for [\"|]{topic}[\"|] on {date}. [Seats are limited!|]",
+            '[Webinar|Event] [alert|invitation]: [join us|register now] for ["|]{topic}["|] on {date}. [Seats are limited!|]',
         ],
-        ["You're receiving this email because you signed up at {company}.", "Unsubscribe | Manage preferences | View in browser"],
+        [
+            "You're receiving this email because you signed up at {company}.",
+            "Unsubscribe | Manage preferences | View in browser",
+        ],
         ["{percent} off everything!", "Your weekly digest", "Don't miss out", "Newsletter"],
     ),
     S(
@@ -989,3 +1000,262 @@ SCENARIOS: tuple[Scenario, ...] = (
         ["Appointment with {doctor}", "Your results", "Clinic notice"],
     ),
 )
+
+# More ways to say the same thing, in other registers: HR, school, clinic, landlord, vendor, recruiter,
+# club and neighbour notes, British understatement, curt or cross messages, non-native phrasing.
+_MORE: dict[str, list[str]] = {
+    "meeting_proposal": [
+        "[Would it be possible to|Could we possibly] [arrange|find time for] a [brief|short] {meeting} [early next week|on {day}] to [align on|agree] {topic}?",
+        "HR would like to [meet with|see] you [on {date}|{day}] at {time} [to discuss|regarding] [your contract renewal|the new policy|your return to work|your probation review].",
+        "[Mrs|Mr] {last} would like to [meet|speak] with you about {person}'s [progress|behaviour|report] on {weekday} at {time}.",
+        "[The committee|The board|Our club] [meets|will meet] on {weekday} {date} at {time} [in the clubhouse|at the community hall|online]. [Can we count on you?|Hope you can join.]",
+        "i'd like to [grab|book] {duration} with you {day} to [go through|look at] {topic}, ok?",
+        "[Shall|Should] we [put|pencil] something in [the diary|the calendar] for {day}? [Say|Maybe] {time}?",
+        "[Kindly|Please] [be available|make yourself available] for a {meeting} with [the client|our director|the auditors] on {date} at {time}.",
+        "[Let's|Let us] [touch base|connect|sync up] {day} [around|at] {time}[ re {topic}|].",
+    ],
+    "availability_question": [
+        "[Could you|Would you] [let me know|tell me] [which day|what time|when] [suits you|is best|works for you] [for the {meeting}|to come in|for the viewing]?",
+        "[We'd like to|I want to] [book|schedule] [the viewing|the repair|a home visit|your vaccination|the parent-teacher meeting] - [when are you|what days are you] [home|available]?",
+        "[Are you free|Any free time] [one evening|some afternoon|at some point] [this week|next week]?",
+        "[Please|Kindly] [reply with|send] [two or three|a few] [dates|slots] [that work for you|when you are available] [in {date}|next week].",
+        "when do u have time this week?",
+    ],
+    "task_assignment": [
+        "[Please|Kindly] [prepare|draft|put together] [a short|a one-page|the] [summary|update|report] [on|of] {topic} [for the board|for {person}|before {day}].",
+        "[I'd be grateful if you could|It would be great if you could|Would you mind] [sort out|handle|organise] [the catering|the room booking|the travel|the invoices] for {event}.",
+        "[Please|Kindly] [return|send back] the [signed|completed] [form|contract|consent slip|questionnaire] [by|before] {date}.",
+        "[As discussed|Per our conversation], [please|can you] [go ahead and|] [order|book|arrange] [the|a] {product} [for the new starter|for {person}|for the office].",
+        "[Could you|Can you] [check|confirm|verify] [the figures|the dates|the address|the numbers] [in|on] the {doc} [and update it|before it goes out]?",
+        "[All staff|Everyone|All employees] [must|should|are required to] [complete|finish] the [security|fire safety|compliance|GDPR] training by {date}.",
+        "[The|Your] [car|bike|boxes] [need|needs] to be [moved|cleared] from the [car park|hallway|loading bay] by {day}.",
+        "pls [update|fix|send] the {doc} asap, the client is waiting",
+        "[Can you please to|Please can you] [send|do] the {doc} [today itself|by end of day].",
+        "[Please|Kindly] [make sure|ensure] [your|the] [locker|desk|kitchen] is [cleared|tidy|empty] before {day}.",
+    ],
+    "request_file": [
+        "[Hi|Hello], [I|we] [need|require] [a copy of|] [the|your] [invoice|receipt|payslip|P60|certificate|transcript] [for|from] [{date}|last month|the tax year] [for my records|for the bank|for the visa application].",
+        "[Could|Can] [someone|you] [send|share] [the|a] [link|login|password|dial-in] [for|to] [the {meeting}|{event}|the shared folder]?",
+        "[Any chance you could|Could you please] [forward|send over] [that|the] [article|template|checklist|recipe] you [mentioned|talked about] [yesterday|at lunch]?",
+        "[We|I] [haven't received|never got|can't find] the {doc}[ you mentioned|]. [Could you resend it?|Can you send it again?]",
+        "[Please|Kindly] [share|send] [your|the] [CV|resume|portfolio|references] [so we can|before we] [proceed|move forward].",
+    ],
+    "thanks_for_help": [
+        "[I just wanted to|Just a quick note to] say [how much I appreciated|thank you for] [your support|all your help|you stepping in] [this week|during the launch|while I was off].",
+        "[Huge|Big|Many] thanks to [you and the team|everyone|all of you] for [making {event} such a success|a great {meeting}|the warm welcome].",
+        "[You|You guys] [saved the day|were amazing|are the best]! [Thank you!|Thanks so much.]",
+    ],
+    "sent_requested_item": [
+        "[Please see|See|Find] [attached|enclosed|below] the [documents|files|details|information] [you requested|we discussed|as promised].",
+        "[Here is|Here's|Below is] the [link|recording|agenda|summary] [from|for|of] [today's|yesterday's|the] {meeting}: https://example.com/{order_no}",
+        "[I've|I have] [updated|corrected|amended] the {doc} [as you asked|with your changes|per your comments] - [new version attached|please find it attached].",
+        "[I've|We've] [arranged|organised|set up] [a replacement|a loan laptop|a new badge|your parking permit] [for you|]. [You can collect it at reception.|It's on your desk.]",
+        "[Your|The] [certificate|reference letter|confirmation letter|payslip] is attached[ as requested|].",
+        "I [picked up|got] [your|the] [parcel|prescription|dry cleaning|tickets] [for you|on my way home].",
+    ],
+    "good_news": [
+        "[I'm happy to share|I'm delighted to let you know|Just wanted to tell you] that [I've been promoted|I got into the master's programme|we're moving into our new home|our offer on the flat was accepted|the book is finally published].",
+        "[After {number} years|After a long search|Finally], [I've|we've] [found|landed|got] [a new job|my dream job|a new role] [at {company}|as {role}]!",
+        "[We're|We are] [proud|pleased|thrilled] to [announce|share] that {company} [has been named|won|received] [an award|the Best Employer award|a major contract].",
+        "[Our|The] [test|scan|biopsy] results came back [clear|negative|fine] - [such a relief|what a relief|great news]!",
+        "[Guess who|I] [passed|got|won] [my driving test|the scholarship|first place|the promotion]!!",
+        "[She|He] said yes! [We're|We are] engaged!",
+        "[Happy to report|Good news]: [the|our] [grant|loan|mortgage|visa|planning permission] [was|has been] approved!",
+    ],
+    "new_member": [
+        "[I'm|I am] [pleased|happy] to [let you know|announce] that {person} {last} [will be joining|has joined] [us|our team|{company}] as {role} [from {date}|next week|this Monday].",
+        "[This is|Meet] {person}, [our new|the new] [intern|neighbour|coach|teacher|receptionist|manager]. [Please give her a warm welcome.|Please give him a warm welcome.|Please say hello!]",
+        "[I'm|I am] {me}, [the new|your new] {role}. [Looking forward to working with you!|Excited to be here.]",
+        "[New starter|New joiner|Welcome aboard]: {person} [starts|begins] [on {date}|tomorrow|today] in the {team} team.",
+    ],
+    "introduction": [
+        "[I hope you don't mind me|I'm] [connecting|introducing] you two: {name}, [this is|meet] {person}, [who I mentioned|my former colleague|a great designer|an old friend from {city}].",
+        "{person} from {company} [asked me to|wanted me to] [introduce|put you in touch with] [you|them]. [She|He|They] [would like|wants] to [talk about|learn more about] {topic}.",
+        "[Allow me to|Let me] introduce [myself|{person}]: [I'm|she's|he's] [the new {role} at {company}|working on {project}] and [would love to|hoping to] [connect|set up a call].",
+        "[You two should meet|You should really talk to each other] - [both of you|you both] [are working on|care about] {topic}.",
+    ],
+    "sick_news": [
+        "[I've|I have] [woken up|come down] with [a high temperature|a nasty cold|a stomach bug] and [won't make it|can't come in] [today|to the {meeting}].",
+        "[Sadly|Unfortunately] {person} [has been|was] [admitted to hospital|taken ill|signed off sick] [and will be off|for] [a few weeks|the rest of the week].",
+        "[Just letting you know|FYI], I [had|have] [an accident|a fall|surgery] [last weekend|on {weekday}] and [I'm|am] [recovering at home|on crutches|off work] [for now|until {date}].",
+        "[My|Our] [wife|husband|partner|mum|dad] [is|has been] [in hospital|unwell|poorly] [since {day}|this week], so I [need to|will] [work from home|take some leave].",
+    ],
+    "loss_news": [
+        "[I'm afraid I have some|Some] [sad|bad|difficult] news: {relative} [passed|died] [over the weekend|last night|this morning].",
+        "[I won't be|I'm not] [in|at work|available] [this week|for a few days] - [we've had|there's been] a [death|bereavement|loss] in the family.",
+        "[Our|My] [beloved|dear|old] [dog|cat|horse] {person} [died|passed away|had to be put to sleep] [yesterday|this week]. [The house feels so empty.|We're heartbroken.]",
+        "[Unfortunately|Sadly], [I|we] [lost|didn't win] [the case|the contract|the election|the pitch] [after all|in the end].",
+    ],
+    "birthday": [
+        "[It's|Today is] [{person}'s|my] [birthday|bday|30th|40th] [today|on {weekday}] - [join us for|there's] [cake|drinks|lunch] [at {time}|in the kitchen|after work]!",
+        "[Just so you know|FYI], [I'll|I will] be [off|out] [on {weekday}|tomorrow] [for|to celebrate] my birthday[ 🎂|].",
+        "[My|Our] [birthday party|bday bash] [is|will be] on {weekday} [at|from] {time}[ at {venue}|] - hope you can come!",
+    ],
+    "holiday_season": [
+        "[Warm wishes|Best wishes|Greetings] [for|this] [the holiday season|Christmas|Ramadan|Diwali|the new year] [from|to] [all of us at {company}|you and yours]!",
+        "[I'll be|I am] [on annual leave|out of office|away] [from {date} to {date2}|until {date}|next week] [with limited access to email|and back on {weekday}].",
+        "[Happy|Merry] [holidays|Christmas|New Year]! [Thank you for|Thanks for] [your business|your support|a great year] [this year|in {date}].",
+        "[We're|We are] [off|flying|driving] to {city} [for the holidays|for our summer break|tomorrow] - [can't wait|finally]!",
+    ],
+    "account_access": [
+        '[I keep getting|It keeps saying|I get] ["invalid password"|"account not found"|an error] when I try to [log in|sign in] to {app}.',
+        "[Please|Can you] [reset|unlock] my [password|account|access] [for|to] {app}? [I'm locked out.|I can't get in.]",
+        "[Your|The] [account|password|access] [will be|has been] [deactivated|locked|reset] [on {date}|in 24 hours|today]. [Click here to reactivate.|Contact IT if this is unexpected.]",
+        "[I changed my phone|I got a new phone] and now [I can't|I cannot] [get the verification code|log in to {app}|access my account].",
+    ],
+    "tech_problem": [
+        "[Our|The] [internet|broadband|wifi] [has been|is] [down|dropping out|very slow] [since {day}|all morning|for three days].",
+        "[The|My] [washing machine|boiler|fridge|oven|shower] [has stopped|stopped] working [and|,] [there's water on the floor|it won't turn on|it's making a noise].",
+        "[Since|After] [yesterday|the upgrade], [I|we] [can't|cannot] [print|connect to the VPN|open attachments|send emails|join calls].",
+        "[The|Your] [system|website|portal|app] [shows|displays|gives] [an error|a blank page|the wrong balance] [when|whenever] I [try to|] [log in|pay|check out|upload].",
+        "[Something is wrong with|There is a problem with|Problems with] [the|my] {product}: [it|the screen|the battery] [keeps|won't] [turning off|charge|working].",
+    ],
+    "order_question": [
+        "[I placed|I made] an order ({order_no}) [on {date}|two weeks ago|last month] [and|but] [nothing has arrived|it still shows processing|I haven't had a confirmation].",
+        "[The|My] [package|parcel|delivery] [arrived|came] [damaged|broken|opened|incomplete] - [half the items are missing|the box was crushed].",
+        "[Can I|Is it possible to] [change|update] the [delivery address|delivery date|size] [on|for] order {order_no}?",
+        "[When|Approximately when] will [my|the] {product} [be back in stock|ship|be delivered]?",
+    ],
+    "chasing_you": [
+        "[As per my last email|Further to my previous email|Following my email of {date}], [I am|I'm] still [awaiting|waiting for] [your response|an answer|the {doc}].",
+        "[I'm|We're] [a bit|getting] [concerned|worried] [as|that] [I haven't|we haven't] [heard anything|had a reply] [about|on] {topic}.",
+        "[Could you please|Kindly] [update me|let me know] [on|about] the [status of|progress on] [my|our] [request|application|claim|refund]?",
+        "[Just nudging|Gentle nudge|Friendly nudge] [on|about] [this|the below|my last message].",
+    ],
+    "not_sure_question": [
+        "[Do you happen to know|Any idea|Do you know] [what time|where|how] [the {meeting}|{event}|the party] [starts|is|is happening]?",
+        "[Who|Which team] [should I|do I] [contact|talk to|ask] [about|for|regarding] {topic}?",
+        "[Has|Have] [the|our] [results|figures|decision|schedule] [for|on] {project} [come out|been published|been decided] [yet|]?",
+        "[Is it true|I heard] that [the office is moving|{person} is leaving|the deadline moved|we're getting a new manager]?",
+    ],
+    "yes_no_question": [
+        "[Are|Is] [you|the team|everyone] [ok|okay|fine] [with|if] [me|us] [starting|moving the {meeting}|taking the earlier train]?",
+        "[Do you still|Still] [want|need] [the|a] [lift|ride|ticket|copy] [to|for] {event}?",
+        "[Can|Could] you [make it|come] [on {weekday}|tonight|tomorrow] or not?",
+        "[Did|Have] you [already|] [pay|paid|book|booked|sign|signed] [the|for the] [deposit|tickets|form]?",
+        "[Is|Are] [the|your] [flat|room|car|spare desk] still available?",
+    ],
+    "vague_request": [
+        "[When you have a moment|At your convenience], [could|can] you [call|ring] me? [It's about|Regarding] [your account|{project}|something personal].",
+        "[There is|There's] [an issue|a problem|a discrepancy] [with|on] your [payroll|pension|benefits|tax code|booking] [that we need to discuss|that needs attention].",
+        "[I'd like to|I want to] [ask you something|run something by you|get your advice on something].",
+        "[Please|Kindly] [contact|call] [the office|us|the school|reception] [at your earliest convenience|as soon as possible|today] [on {phone}|].",
+    ],
+    "approval_request": [
+        "[Attached is|Please find] [my|the] [holiday|annual leave|training|travel] request for {date}[ to {date2}|]. [Can you approve it?|Your approval would be appreciated.]",
+        "[We need|I need] [sign-off|approval|a yes] [from you|] [on|for] the [budget|quote|hire|contract] [of {amount}|] before [{day}|we proceed].",
+        "[Could|Can] I [expense|claim] [the|my] [taxi|train ticket|hotel|dinner with the client] ({amount})?",
+        "[Is it okay|Would it be alright] if [I|we] [bring|use|borrow] [the company car|the van|the projector|the meeting room] [on|for] {day}?",
+    ],
+    "plan_suggestion": [
+        "[What do you think about|How do you feel about] [moving|switching] [the {meeting}|our team lunch|the newsletter] to [Fridays|every other week|the afternoon]?",
+        "[Rather than|Instead of] [meeting in person|a long report|hiring a new vendor], [could we|shall we|why not] [do it online|send a short summary|use {company} again]?",
+        "[I propose|My proposal is|I'd suggest] [that we|we] [split|share|rotate] the [costs|work|chairing] [equally|between the teams|each month].",
+        "[Maybe|Perhaps] we [should|could] [try|test] [a new approach|the new tool|a shorter format] [for|on] {project}?",
+    ],
+    "opportunity": [
+        "[We're|We are] [recruiting|looking for] [volunteers|helpers|parents|members] [to help with|for] [the school fair|the charity run|{event}|the community garden].",
+        "[Would you be interested in|Are you interested in] [joining|speaking at|sponsoring|taking part in] {event} [on {date}|this year|next month]?",
+        "[I thought of you when I saw|This made me think of you:] [this job|this opportunity|a new course|an open call] [at {company}|in {city}|for {role}s].",
+        "[Our|The] [fund|programme|mentoring scheme|scholarship] is [now accepting|open for] applications [until {date}|this month]. [Would you like to apply?|]",
+    ],
+    "sales_pitch": [
+        "[Hi|Hello] {name}, [I'm|this is] {me} [with|from] {company}. [Do you have {duration} this week?|Quick question for you.]",
+        "[We've|We have] helped [over 500|hundreds of] [companies|teams|schools] [save {percent}|cut costs by {percent}|grow by {percent}] [on|with] [their|our] [software|energy bills|marketing].",
+        "[Limited|Special] offer for [new|selected] [customers|businesses]: [switch|upgrade] [today|now] and [save|get] {percent}[ off|].",
+        "[Can I|May I] [send you|share] [some information|a short deck|a case study] about [our|how we] [services|help companies like {company}]?",
+    ],
+    "newsletter": [
+        "[This week|This month] [at|from] {company}: [new recipes|product updates|events near you|member stories] [and more|, and a special offer inside].",
+        "[Only|Just] [3|2|24] [days|hours] left: [get|enjoy] {percent} off [with code|using code] [SUMMER|VIP|SAVE]{number}!",
+        "[Thank you for subscribing|Welcome to our newsletter|You're on the list]! [Here's|Enjoy] {percent} off your first order.",
+    ],
+    "payment_reminder": [
+        "[Please note|This is to remind you] that [the|your] [rent|fee|invoice|school trip payment] [for|of] {amount} [is due|must be paid] [by|on] {date}.",
+        "[Our accounts team|Finance|Accounts] [have|has] [flagged|noticed] [that|] invoice {invoice_no} [remains|is still] unpaid.",
+        "[Hiya|Hey], [just a reminder|reminder] [about|for] the {amount} [for|from] [the trip|the gift|the tickets|the dinner] - [no rush|whenever you can]!",
+    ],
+    "unexpected_charge": [
+        "[We've|We have] [updated|changed] our [prices|fees|terms]: [from {date}|starting next month], [your|the] [plan|membership|subscription] [costs|will cost] {amount}.",
+        "[Your|This month's] [phone|electricity|water|card] [bill|statement] [is|shows] {amount}, [which is|] [much higher than usual|double last month's].",
+        "[A|The] [charge|payment|debit] of {amount} [from|by] {company} [appeared|appears|was taken] [on|from] your [account|card] [on {date}|yesterday].",
+    ],
+    "job_related": [
+        "[Dear|Hi] [Hiring Manager|Recruiter|{name}], [please find|attached is] my [application|CV and cover letter] for the {role} [vacancy|role|position].",
+        "[Thank you for your interest in|We appreciate your interest in] [{company}|the {role} role]. [After careful consideration|Unfortunately], [we have decided to move forward with other candidates|your application was not successful].",
+        "[Your interview|The interview] [for|with] {company} is [confirmed|scheduled|booked] for {date} at {time}[ with {person} {last}|]. [Please bring ID.|]",
+        "[I came across|I found] your profile [on LinkedIn|online|through {person}] and [think you'd be a great fit|would love to chat] [for|about] a {role} [role|opportunity].",
+    ],
+    "deadline_pressure": [
+        "[The|Your] [tax return|application|assignment|report] [must|needs to] be [submitted|filed|received] [no later than|by] {date}.",
+        "[Only|Just] [two days|one week|24 hours] [left|remaining] [to|until] [submit|the deadline for] the {doc}!",
+    ],
+    "ask_for_extension": [
+        "[I'm sorry but|Unfortunately] [I|we] [won't|will not] [be able to|manage to] [finish|deliver|submit] the {doc} [by {day}|on time]. [Could I have|Can we get] [until {day2}|a few more days]?",
+        "[Would|Could] [you|the team] [accept|take] the {doc} [a day|two days|a week] late? [I've been|I was] [unwell|swamped|travelling].",
+    ],
+    "unreasonable_request": [
+        "[We'd like you to|Can you] [start|deliver|finish] [the whole project|everything|the work] [by tomorrow|this weekend|in two days] [at the same price|for free|without extra cost]?",
+        "[Could|Can] you [give|send] [me|us] [your|the] [personal phone number|home address|password] [of|for] {person}?",
+    ],
+    "risky_suggestion": [
+        "[Let's|Why don't we] [just|simply] [ignore|skip|delete] the [complaint|warnings|old data|backups] [and move on|to save time]?",
+        "[I think|IMO] we should [sign|accept] the [contract|offer|deal] [today|right now] [without|before] [reading|checking] the [details|small print|terms].",
+    ],
+    "event_invite": [
+        "[You are cordially invited|We would be delighted if you could join us|Please join us] [for|at] {event} [on {date}|this {weekday}] [at {venue}|at {time}].",
+        "[We're|We are] [celebrating|marking] [{person}'s retirement|our 10th anniversary|the end of the project|the launch] [with|at] [a party|drinks|dinner] on {weekday}. [Will you come?|Hope you can make it!]",
+        "[Neighbours|Residents|Friends], [join us for|come to] [a street party|a barbecue|a potluck|the summer fete] [on {weekday}|this weekend] [from {time}|at {time}]!",
+    ],
+    "lunch": [
+        "[Are you around|Free] for [a quick|a] [coffee|lunch|bite] [tomorrow|{day}|later]? [My treat!|I'm buying.|]",
+        "[Fancy|Do you fancy] [a pint|a drink|a cuppa|dinner] [after work|on {weekday}|this evening]?",
+        "[Let's do|How about] {food} [next week|soon|one day this week] - [pick a day|you choose the place]!",
+    ],
+    "work_in_progress": [
+        "[We are still|I'm still] [working on|finalising|reviewing] the {doc} and [expect|hope] to [send|share|have] it [by {day}|next week|shortly].",
+        "[The|Our] [team|contractor|supplier|builder] [is|are] [behind schedule|waiting for parts|short-staffed] [on|with] {project}; [we'll|I'll] [update you|let you know] [soon|when we know more].",
+    ],
+    "promise_pending": [
+        "[You mentioned|You said] [on {date}|last week|a while ago] that [you'd|you would] [look into|sort out|fix] [my|the] [issue|request|refund]. [Any news?|Has anything happened?]",
+        "[I|We] [asked|wrote] [about|regarding] [this|{topic}] [weeks ago|on {date}|twice already] and [still|] [have no answer|nothing has happened].",
+    ],
+    "fyi_update": [
+        "[Just to let you know|For your information|FYI], [the|our] [office|shop|clinic|school|gym] [will be|is] [open|closed] [on {date}|next Monday|over Easter].",
+        "[The|Your] [booking|reservation|order|appointment] [has been|is] [confirmed|updated|changed] [for|to] {date} at {time}.",
+        "[Minutes|Notes|A summary] [from|of] [today's|the last|yesterday's] {meeting} [are|is] [attached|below|in the shared folder].",
+    ],
+    "call_to_discuss": [
+        "[There are|We have] [some|a few] [concerns|questions|issues] [with|about] the [contract|proposal|quote|offer] [we'd like to go through|that need discussing] [with you|before signing].",
+        "[It might be easier to|It'd be quicker to] [talk|discuss this|go through this] [over the phone|on a call|in person].",
+    ],
+    "away_question": [
+        "[Will you be|Are you going to be] [around|reachable|in the office|on call] [between|over] [Christmas and New Year|the bank holiday|{date} and {date2}]?",
+        "[We need|I need] [someone|you] to [cover|staff|look after] [reception|the stand|the shop|the helpdesk] [on|during] {event}.",
+    ],
+    "school_parent": [
+        "[Dear parents|Dear families], [please note|a reminder] that [school|the nursery|the club] [will close|closes] [early|at {time}] on {date} [for|due to] [staff training|the strike|parents' evening].",
+        "[Your child|{person}] [has|have] [been selected|been chosen|qualified] for [the school team|the choir|the regional final|the gifted programme]!",
+    ],
+    "medical_admin": [
+        "[Your|The] [appointment|vaccination|check-up|consultation] with {doctor} [is|has been] [booked|confirmed|moved] [for|to] {date} at {time}.",
+        "[Please|Kindly] [call|contact] [the surgery|the clinic|us] [to discuss|about] your [results|referral|prescription] [at your earliest convenience|this week].",
+    ],
+    "landlord_notice": [
+        "[The|Your] [rent|service charge] [will increase|is going up] [to {amount}|by {percent}] [from|starting] {date}.",
+        "[We will be|There will be] [an inspection|a viewing|a gas safety check] [of|at] {flat} on {date} [at|around] {time}.",
+    ],
+    "meeting_reminder": [
+        "[This is a|A] [courtesy|friendly] reminder [of|about] [your|the] [interview|appointment|session|class] [tomorrow|on {date}] at {time}.",
+        "[See you|Looking forward to seeing you] [tomorrow|on {weekday}|later] at {time} [for|at] [the {meeting}|{event}|{venue}]!",
+    ],
+    "short_notice_invite": [
+        "[Could you|Can you] [step in|join|sit in] [for|on] [the {meeting}|the interview|the client call] [in 30 minutes|at {time} today|right now]?",
+        "[Sorry to spring this on you|Sorry for the short notice], [but|] [the director|the client|{person}] [wants|would like] [to see you|a {meeting}] [this evening|today at {time}|first thing tomorrow].",
+    ],
+}
+SCENARIOS = tuple(
+    Scenario(s.name, s.intents, s.core + tuple(_MORE.get(s.name, ())), s.context, s.subject)
+    for s in SCENARIOS
+)
+assert set(_MORE) <= {s.name for s in SCENARIOS}, set(_MORE) - {s.name for s in SCENARIOS}

@@ -74,7 +74,9 @@ class TeacherConfig:
         if self.max_len < 8:
             raise ValueError(f"teacher.max_len must be >= 8, got {self.max_len}")
         if self.epochs < 0 or self.batch_size < 1 or self.train_examples < 0:
-            raise ValueError("teacher.epochs and teacher.train_examples must be >= 0, teacher.batch_size >= 1")
+            raise ValueError(
+                "teacher.epochs and teacher.train_examples must be >= 0, teacher.batch_size >= 1"
+            )
 
 
 def minilm_path() -> Path:
@@ -154,7 +156,9 @@ def build_teacher(cfg: TeacherConfig, num_intents: int, *, pretrained: bool = Tr
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded ``(input_ids, attention_mask)`` int64 ``[N, max_len]``."""
-    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
+    enc = tokenizer(
+        list(texts), padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
+    )
     return enc["input_ids"].to(torch.int64), enc["attention_mask"].to(torch.int64)
 
 
@@ -179,7 +183,12 @@ def base_identity(cfg: TeacherConfig) -> str:
 
 def cache_key(cfg: TeacherConfig, data_id: str, intents: Sequence[str]) -> str:
     blob = json.dumps(
-        {"config": dataclasses.asdict(cfg), "base": base_identity(cfg), "data": data_id, "intents": list(intents)},
+        {
+            "config": dataclasses.asdict(cfg),
+            "base": base_identity(cfg),
+            "data": data_id,
+            "intents": list(intents),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -268,8 +277,15 @@ def fine_tune(
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
     bar.close()
     model.eval().requires_grad_(False)
-    info = {"seconds": round(time.perf_counter() - t0, 1), "steps": len(plan), "examples": len(texts), "final_loss": float(np.mean(losses[-50:])) if losses else None}
-    log(f"kdmobile: teacher fine-tuned on {len(texts)} emails x {cfg.epochs} epoch(s) in {info['seconds']:.0f}s")
+    info = {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "steps": len(plan),
+        "examples": len(texts),
+        "final_loss": float(np.mean(losses[-50:])) if losses else None,
+    }
+    log(
+        f"kdmobile: teacher fine-tuned on {len(texts)} emails x {cfg.epochs} epoch(s) in {info['seconds']:.0f}s"
+    )
     return model, info
 
 
@@ -308,7 +324,12 @@ def load_or_train(
             model = build_teacher(cfg, len(intents), pretrained=False)
             model.load_state_dict(load_file(str(weights)))
             model.eval().requires_grad_(False)
-            info = {"status": "reused", "dir": str(folder), "key": key, "seconds": round(time.perf_counter() - t0, 2)}
+            info = {
+                "status": "reused",
+                "dir": str(folder),
+                "key": key,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
             info["training"] = meta.get("training", {})
             return model, info
         except (UsageError, RuntimeError, KeyError, json.JSONDecodeError) as e:
@@ -328,7 +349,13 @@ def load_or_train(
             "training": train_info,
         },
     )
-    info = {"status": "trained", "dir": str(folder), "key": key, "seconds": round(time.perf_counter() - t0, 2), "training": train_info}
+    info = {
+        "status": "trained",
+        "dir": str(folder),
+        "key": key,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "training": train_info,
+    }
     return model, info
 
 
@@ -349,7 +376,9 @@ def predict_logits(
         teacher.eval()
     order = np.argsort(mask.sum(1).numpy(), kind="stable")
     out: np.ndarray | None = None
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+    for s in tqdm(
+        range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress, leave=False
+    ):
         b = torch.as_tensor(order[s : s + batch_size])
         z = teacher(ids[b], mask[b]).float().numpy()
         if out is None:
