@@ -294,3 +294,17 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
     assert blue.sum() > 5 and red.sum() > 5
     white = (px > 245).all(-1).mean()
     assert 0.3 < white < 0.99
+
+
+def test_cli_bench_bad_input_is_usage_error(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "nope")]) == 2
+    assert "artifacts directory not found" in capsys.readouterr().err
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"schema_version": 1, "checkpoint": str(tmp_path / "gone.safetensors"), "results": []})
+    )
+    assert main(["bench", str(tmp_path), "-o", str(tmp_path / "r")]) == 2
+    assert "student checkpoint" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path), "--min-runs", "0"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["bench", str(tmp_path), "--browser-threads", "0,x"])
+    assert e.value.code == 2

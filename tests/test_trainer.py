@@ -243,3 +243,12 @@ def test_missing_teacher_and_bad_layer_are_usage_errors(tmp_path):
     )
     with pytest.raises(UsageError, match=r"the student has no module 'body.7'"):
         Distiller(ToyStudent(), toy_teacher(), bad, run_dir=tmp_path / "x", log=lambda m: None).fit(ToyData())
+
+
+def test_teacher_runs_once_per_step_even_with_feature_hooks(tmp_path):
+    teacher = toy_teacher()
+    calls = {"n": 0}
+    teacher.register_forward_pre_hook(lambda m, a: calls.__setitem__("n", calls["n"] + 1))
+    loss = {"kd": {}, "hint": {"type": "hidden_mse", "student_layer": "body.0", "teacher_layer": "0"}}
+    _, _, h = _fit(tmp_path, "c", loss, teacher=teacher)
+    assert calls["n"] == h.steps + 1 == 15  # 14 steps + the set-up probe

@@ -8,6 +8,7 @@ torchrun --nproc_per_node 2 -m kdmobile.cli distill configs/mnist_quick.toml -o 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -36,6 +37,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Spinning OpenMP threads thrash on a shared CPU; set before torch (and libgomp) is first imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from kdmobile import config as C
     from kdmobile.distill import distributed as D
     from kdmobile.distill.config import DistillConfig

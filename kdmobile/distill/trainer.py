@@ -395,13 +395,10 @@ class Distiller:
             ckpt_seconds = 0.0
             for step_in_epoch in range(skip, len(batches)):
                 batch = fetch(train_set, batches[step_in_epoch]).to(device)
-                t_out = self._teacher_forward(batch, cache)
-                t_feats: dict[str, torch.Tensor] = {}
                 if t_hooks is not None:
                     t_hooks.clear()
-                    with torch.no_grad():
-                        teacher_logits(self.teacher, batch.teacher)
-                    t_feats = dict(t_hooks.features)
+                t_out = self._teacher_forward(batch, cache)  # online: the hooks capture its features too
+                t_feats = dict(t_hooks.features) if t_hooks is not None else {}
                 total, parts = model(batch.student, t_out, t_feats, batch.label)
                 values = [float(v.detach()) for v in parts.values()]
                 self._check_finite(env, global_step + 1, epoch, list(parts), values)

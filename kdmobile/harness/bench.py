@@ -39,6 +39,7 @@ from kdmobile.harness.report import (
     SCHEMA,
     SCHEMA_VERSION,
     all_entries,
+    display_name,
     entry_id,
     new_entry,
     sort_key,
@@ -505,7 +506,7 @@ def goals(
     """The demo's headline claims, checked on the report (shown in report.md/html, never hard-coded)."""
     arts = [e for e in report["artifacts"] if e["status"] == "ok"]
     out = []
-    speed = [(e["speedup_vs_teacher"], e["id"]) for e in arts if e.get("speedup_vs_teacher")]
+    speed = [(e["speedup_vs_teacher"], display_name(e)) for e in arts if e.get("speedup_vs_teacher")]
     if speed:
         worst = min(speed)
         out.append(
@@ -588,6 +589,11 @@ def run_bench(
     artifacts_dir = Path(artifacts_dir)
     if options.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {options.threads}")
+    if not artifacts_dir.is_dir():
+        raise UsageError(
+            f"artifacts directory not found: {artifacts_dir} "
+            f"(run `kdmobile export CHECKPOINT --all --bundle -o {artifacts_dir}` first)"
+        )
     t0 = time.perf_counter()
     b = _Bench(artifacts_dir, task, data, options, log)
     prev_threads = torch.get_num_threads()

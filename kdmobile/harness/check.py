@@ -137,7 +137,7 @@ def _machine_notes(report: dict[str, Any], baseline: dict[str, Any]) -> tuple[bo
     changed = [
         f"{k} {vb.get(k)} -> {vr.get(k)}"
         for k in LATENCY_RELEVANT
-        if vb.get(k) != vr.get(k) and (k in vb or k in vr)
+        if k in vb and k in vr and vb[k] != vr[k]  # a runtime not run in one of them is not a change
     ]
     if changed:
         notes.append(
