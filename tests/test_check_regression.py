@@ -117,6 +117,7 @@ def test_slower_variant_fails_and_reexport_passes_every_round(st, baseline):
     shutil.copytree(reexport, slow)
     selftest.write_portable_pte(st.student, slow / "executorch" / "model_fp32.pte")
     opts = selftest.bench_options(
+        min_seconds=0.5,
         targets=("executorch",),
         precisions=("fp32",),
         include_teacher=False,
@@ -141,6 +142,7 @@ def test_slower_variant_fails_and_reexport_passes_every_round(st, baseline):
 @pytest.mark.target("onnx-web")
 def test_perturbed_weights_fail_accuracy_and_a_bigger_model_fails_size(st, baseline):
     opts = selftest.bench_options(
+        min_seconds=0.3,
         targets=("onnx-web",),
         precisions=("fp32",),
         include_teacher=False,
@@ -187,6 +189,7 @@ def test_an_artifact_that_no_longer_loads_fails_status(st, baseline):
     pte = broken / "executorch" / "model_fp32.pte"
     pte.write_bytes(pte.read_bytes()[: pte.stat().st_size // 3])  # truncated, as by a bad upload
     opts = selftest.bench_options(
+        min_seconds=0.3,
         targets=("executorch",),
         precisions=("fp32",),
         include_teacher=False,

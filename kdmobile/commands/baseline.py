@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     )
     u.add_argument("report", help="report.json written by `kdmobile bench` (or its directory)")
     u.add_argument("-o", "--output", required=True, metavar="FILE", help="baseline file to write")
+    u.add_argument("--note", default=None, help="why this baseline was taken (shown by `kdmobile check`)")
     u.set_defaults(func=run_update)
 
 
@@ -35,7 +36,7 @@ def run_update(args: argparse.Namespace) -> int:
     from kdmobile.harness.baseline import update_baseline
     from kdmobile.harness.report import read_report
 
-    path = update_baseline(args.report, args.output)
+    path = update_baseline(args.report, args.output, note=args.note)
     b = read_report(path)
     m = b["machine"]
     print(f"wrote {path}: {len(b['artifacts'])} artifact entries, machine class {m.get('machine_class')}")

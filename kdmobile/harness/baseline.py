@@ -50,8 +50,10 @@ def _slim(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def make_baseline(report: dict[str, Any], source: str | None = None) -> dict[str, Any]:
-    """A baseline dict from a validated report dict."""
+def make_baseline(
+    report: dict[str, Any], source: str | None = None, note: str | None = None
+) -> dict[str, Any]:
+    """A baseline dict from a validated report dict; ``note`` (why it was taken) is shown by the check."""
     validate_report(report)
     teacher = report.get("teacher")
     student = report.get("student")
@@ -60,6 +62,7 @@ def make_baseline(report: dict[str, Any], source: str | None = None) -> dict[str
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source_report": source,
+        "note": note,
         "report_created": report.get("created"),
         "task": report.get("task"),
         "data": report.get("data"),
@@ -75,7 +78,7 @@ def make_baseline(report: dict[str, Any], source: str | None = None) -> dict[str
     }
 
 
-def update_baseline(report_path: str | Path, out: str | Path) -> Path:
+def update_baseline(report_path: str | Path, out: str | Path, note: str | None = None) -> Path:
     """Read ``report_path`` (a report.json or its directory) and write a baseline to ``out`` atomically."""
     report = read_report(report_path)
-    return write_json(out, make_baseline(report, source=str(report_path)))
+    return write_json(out, make_baseline(report, source=str(report_path), note=note))

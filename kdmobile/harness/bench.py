@@ -598,7 +598,8 @@ def run_bench(
     b = _Bench(artifacts_dir, task, data, options, log)
     prev_threads = torch.get_num_threads()
     try:
-        probe = matmul_rate(options.threads)
+        probe_seconds = min(0.3, max(0.05, options.min_seconds / 10))  # a short bench gets a short probe
+        probe = matmul_rate(options.threads, seconds=probe_seconds)
         student = _measure_student(b) if options.include_student else None
         teacher = _measure_teacher(b) if options.include_teacher else None
         for e in (teacher, student):
@@ -608,7 +609,7 @@ def run_bench(
         for e in artifacts:
             _accuracy(e, b.logits.get(e["id"]), b)
         artifacts += _measure_browser(b, artifacts)
-        probe_end = matmul_rate(options.threads)
+        probe_end = matmul_rate(options.threads, seconds=probe_seconds)
     finally:
         torch.set_num_threads(prev_threads)
         shutil.rmtree(b.workdir, ignore_errors=True)

@@ -125,7 +125,7 @@ def _fmt_pct_change(x: float) -> str:
 
 
 def _machine_notes(report: dict[str, Any], baseline: dict[str, Any]) -> tuple[bool, list[str]]:
-    notes = []
+    notes = [f"baseline note: {baseline['note']}"] if baseline.get("note") else []
     mb, mr = baseline.get("machine", {}), report.get("machine", {})
     same_machine = mb.get("machine_class") == mr.get("machine_class")
     if not same_machine:

@@ -619,6 +619,8 @@ def render_html(report: dict[str, Any]) -> str:
         "p90",
         "p99",
         "× teacher",
+        "load",
+        "peak mem",
         "top-1",
         "recall@3",
         "retention",
@@ -639,6 +641,8 @@ def render_html(report: dict[str, Any]) -> str:
             fmt_ms(lat.get("p90")),
             fmt_ms(lat.get("p99")),
             fmt_ratio(e.get("speedup_vs_teacher")),
+            fmt_ms(e.get("load_ms")),
+            fmt_bytes(e.get("peak_memory_bytes")),
             fmt_pct(e.get("top1")),
             fmt_pct(e.get("recall_at_3")),
             fmt_num(e.get("retention")),
@@ -671,7 +675,8 @@ measured {esc(str(report.get("created", "")))}</p>
 {render_speedup_svg(report)}
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{"".join(rows)}</tbody></table>
 <p class="small">Batch 1, {esc(str(report.get("settings", {}).get("threads", "?")))} thread(s) unless stated; latency is the model
-call only. × teacher = teacher p50 / entry p50 in the same run. Retention = top-1 / teacher top-1.</p>
+call only. × teacher = teacher p50 / entry p50 in the same run. Load = loading the artifact in a warm runtime; peak mem =
+the extra resident memory of loading and running it (its own process). Retention = top-1 / teacher top-1.</p>
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
 <p class="small">Versions: {versions}</p>
 </body></html>

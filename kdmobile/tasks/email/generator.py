@@ -276,6 +276,21 @@ NOTE_FYI = [
     "Fwd.",
     "",
 ]
+# Notes written above a quoted message (intent they add, or "" when the quoted request decides alone).
+BUMP_NOTES = [
+    ("", "See below."),
+    ("", "[Please see|See] [the message|the email|my note] below[ and advise| and let me know|]."),
+    ("", "Any thoughts on [this|the below]?"),
+    ("", "Adding {person}[ who can help| for visibility| to the thread]."),
+    ("", "[Looping in|Cc'ing] {person}."),
+    ("", "[Resending|Re-sending] [in case you missed it|as I think it got lost]."),
+    ("", "Thoughts?"),
+    ("apologize_delay", "[Bumping|Bump|Bumping this up|Bringing this back to the top of your inbox]."),
+    ("apologize_delay", "[Gentle|Friendly|Quick] reminder [on|about] the below[, thanks|]."),
+    ("apologize_delay", "Any update [on this|here]?"),
+    ("will_do", "Can you [help with|handle|take care of] this?"),
+    ("will_do", "[Could you|Can you] [reply to|respond to|deal with] [this|them] [please|today]?"),
+]
 TEXTING = [
     (r"\byou\b", "u"),
     (r"\byour\b", "ur"),
@@ -483,6 +498,16 @@ class EmailGenerator:
             )
             parts = [p for p in (note, expand("{me}", rng, b) if rng.random() < 0.3 else "") if p]
             text = "\n\n".join(parts + [header, inner])
+        elif layout == "reply_chain" and rng.random() < 0.3:
+            # A short note on top of the quoted message that carries the request.
+            kind, note = rng.choice(BUMP_NOTES)
+            note = expand(note, rng, b)
+            if rng.random() < 0.5:
+                note += "\n\n" + expand(rng.choice(SIGNOFFS), rng, b) + "\n" + expand("{me}", rng, b)
+            quoted = self._standard(sc, rng, Bindings(rng), core, short=rng.random() < 0.5)
+            text = note + "\n\n" + self._quote(quoted, rng, b)
+            if kind:
+                weights = _mix(weights, {kind: 1.0}, 0.7)
         else:
             text = self._standard(sc, rng, b, core, long=layout == "long", as_list=layout == "list")
             if layout == "reply_chain":

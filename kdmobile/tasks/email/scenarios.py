@@ -962,6 +962,46 @@ SCENARIOS: tuple[Scenario, ...] = (
         ["FYI", "Update", "Done: {project}"],
     ),
     S(
+        "personal_favor",
+        "yes:4 will_do:3 no:1 not_sure:1",
+        [
+            "[Could you|Can you|Would you be able to] [pick up|collect] [the kids|{person}|my parcel|the keys] [from school|from the station|from the neighbours] on {weekday}?",
+            "[Can I|Could I|Would it be ok if I] borrow your [ladder|drill|car|camping gear|big pan|suitcase] [this weekend|on {weekday}|for a few days]?",
+            "[Would you mind|Could you] [feeding|looking after|walking] [the cat|our dog|the fish|the plants] [while we're away|from {date} to {date2}|next week]?",
+            "[Are you able to|Can you] [give me a lift|drive me] to [the airport|the station|the hospital] [on {weekday}|tomorrow morning|at {time}]?",
+            "[Any chance you could|Could you] [help us move|help me with the move|lend a hand] [on Saturday|this weekend]? [Pizza and beer on me!|I'll buy lunch.]",
+            "[Could you|Can you] [keep an eye on|check on] [the house|my mum|the flat] while I'm in {city}?",
+            "[Is it ok if|Do you mind if] [we|I] [park|leave the car] in your [driveway|spot] [on {weekday}|this weekend]?",
+        ],
+        ["We're off to {city} for a few days.", "{person} is away that week.", "I'd really appreciate it."],
+        ["Favour?", "Quick favour", "Weekend"],
+    ),
+    S(
+        "weekend_plans",
+        "interested:4 yes:2 lunch_invite:1 decline_meeting:1",
+        [
+            "[What are you up to|Any plans] [this weekend|on Saturday|on Sunday]? [We're thinking of|We might go] [hiking|to the beach|to the lake|to the market|to see a film]. [Want to come?|Fancy joining?|You in?]",
+            "[We've|I've] [got|booked] [a cabin|an Airbnb|a table|tickets] [for|in] [{city}|the mountains|the festival] [next weekend|in {date}] - [there's room for one more|want to join us]?",
+            "[A few of us|We] [are going|will go] [bowling|climbing|to the pub quiz|to the football|cycling] on {weekday}. [Join us?|Come along!|Interested?]",
+            "[Fancy|How about] a [walk|run|bike ride|game of tennis] [on Sunday morning|this weekend|after work {day}]?",
+        ],
+        [],
+        ["This weekend?", "Plans?", "Saturday"],
+    ),
+    S(
+        "parent_to_teacher",
+        "acknowledge_receipt:4 thanks:2 will_do:2 get_well:1 schedule_call:1",
+        [
+            "[{person} will be|My son will be|My daughter will be] [absent|off school|late] [tomorrow|on {weekday}|this morning] [due to|because of] [a dentist appointment|a family wedding|a hospital appointment|illness].",
+            "[Please excuse|Sorry for] {person}'s absence [yesterday|on {weekday}|last week] - [she|he] [had|was unwell with] {illness}.",
+            "[I|We] [noticed|are a bit worried] that {person} [has been|is] [struggling with|upset about|finding it hard to keep up with] [maths|reading|homework|the other kids] [lately|this term].",
+            "[{person}|My child] [forgot|left] [his|her] [lunch box|coat|PE kit|water bottle] [at school|in the classroom] - [could you|can you] [keep it safe|put it aside]?",
+            "[{person}'s|My] [grandmother|grandfather|aunt] will [pick|collect] [him|her] [up|] [today|on {weekday}] instead of me.",
+        ],
+        [],
+        ["Absence", "{person}", "Note for the teacher"],
+    ),
+    S(
         "landlord_notice",
         "acknowledge_receipt:3 thanks:2 will_do:2 ask_details:1 reschedule:1",
         [
@@ -1254,8 +1294,45 @@ _MORE: dict[str, list[str]] = {
         "[Sorry to spring this on you|Sorry for the short notice], [but|] [the director|the client|{person}] [wants|would like] [to see you|a {meeting}] [this evening|today at {time}|first thing tomorrow].",
     ],
 }
+# Very short messages, as typed on a phone.
+_SHORT: dict[str, list[str]] = {
+    "meeting_proposal": ["meet {day} {time}?", "Call at {time}?", "{meeting} {day}?", "quick sync {day}?"],
+    "time_check": ["still on for {time}?", "{time} ok?", "{time} still good?"],
+    "availability_question": ["when r u free?", "free next week?", "What's your availability?"],
+    "waiting_for_you": ["where r u", "We're here!", "u close?", "outside"],
+    "starting_soon": ["starting now!", "5 min!", "we're starting"],
+    "lunch": ["lunch?", "coffee?", "drinks later?", "pizza tonight?"],
+    "request_file": ["send me the {doc}?", "got the {doc}?", "need the {doc} pls"],
+    "task_assignment": ["pls book a room for {day}", "can u print the {doc}", "call {person} pls"],
+    "task_done_check": ["done?", "did u send it?", "{doc} ready?", "sent yet?"],
+    "chasing_you": ["any news?", "???", "update?", "ping"],
+    "yes_no_question": ["you coming?", "still on?", "ok to leave early?", "did you lock up?"],
+    "not_sure_question": ["what's the wifi password?", "who's in charge of this now?", "when does it start?"],
+    "approval_request": ["ok to order?", "approve pls", "can I take Friday off?"],
+    "good_news": ["I got the job!!", "we're engaged!!", "baby's here! 👶", "passed!!"],
+    "sick_news": ["sick today, not coming in", "got the flu 🤒", "off sick today"],
+    "loss_news": ["my grandma passed away last night", "we lost our dog today 😢"],
+    "birthday": ["it's my bday!! 🎂", "cake in the kitchen for {person}'s birthday!"],
+    "holiday_season": ["Merry Xmas!!", "Happy new year!! 🎉", "off on holiday from tomorrow 🌴"],
+    "sent_requested_item": ["here you go", "attached", "sent!", "done - see attached"],
+    "sent_item_confirm": ["got it?", "did it arrive?", "received?"],
+    "plan_suggestion": ["let's just go with option B?", "how about we skip the {meeting}?"],
+    "account_access": ["locked out of {app} again", "forgot my password 🙈"],
+    "tech_problem": ["{app} is down", "printer broken again", "wifi's dead"],
+    "order_question": ["where's my order?", "still no parcel"],
+    "call_to_discuss": ["can u call me?", "call me when free", "got 5 min for a call?"],
+    "vague_request": ["got a sec?", "need a favour", "can we talk?"],
+    "event_invite": ["party sat, u in?", "bbq sunday?", "drinks fri?"],
+    "new_member": ["first day today!", "say hi to {person}, she's new!"],
+    "introduction": ["{name} meet {person}, {person} meet {name}"],
+    "ask_for_extension": ["can I send it monday instead?", "need 2 more days, ok?"],
+    "thanks_for_help": ["thanks for today!", "you're a star, thank you!"],
+    "payment_reminder": ["you still owe me {amount} btw", "rent's due tomorrow"],
+    "anything_else": ["anything else?", "need anything from me?", "any questions?"],
+}
 SCENARIOS = tuple(
-    Scenario(s.name, s.intents, s.core + tuple(_MORE.get(s.name, ())), s.context, s.subject)
+    Scenario(s.name, s.intents, s.core + tuple(_MORE.get(s.name, ())) + tuple(_SHORT.get(s.name, ())), s.context, s.subject)
     for s in SCENARIOS
 )
-assert set(_MORE) <= {s.name for s in SCENARIOS}, set(_MORE) - {s.name for s in SCENARIOS}
+_unknown = (set(_MORE) | set(_SHORT)) - {s.name for s in SCENARIOS}
+assert not _unknown, f"extra templates for unknown scenarios: {_unknown}"
