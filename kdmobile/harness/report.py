@@ -222,6 +222,11 @@ def display_name(entry: dict[str, Any]) -> str:
 # --- Markdown -----------------------------------------------------------------------------------------
 
 
+def _row_name(entry: dict[str, Any]) -> str:
+    kind = entry.get("kind")
+    return {"teacher": "teacher (server)", "student": "eager student"}.get(kind) or entry.get("target") or "?"
+
+
 def _table_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for e in sorted(all_entries(report), key=sort_key):
@@ -229,9 +234,7 @@ def _table_rows(report: dict[str, Any]) -> list[list[str]]:
         status = e.get("status") or "?"
         rows.append(
             [
-                "teacher (server)"
-                if e["kind"] == "teacher"
-                else ("eager student" if e["kind"] == "student" else e["target"]),
+                _row_name(e),
                 e.get("precision") or "–",
                 runtime_label(e),
                 fmt_bytes(e.get("size_bytes")),
@@ -611,7 +614,7 @@ def render_html(report: dict[str, Any]) -> str:
     cards.append((str(len(failed)), "entries not ok"))
 
     head = [
-        "entry",
+        "target",
         "precision",
         "runtime",
         "size",
@@ -633,7 +636,7 @@ def render_html(report: dict[str, Any]) -> str:
         status = e.get("status") or "?"
         cls = "ok" if status == "ok" else ("" if status == "conversion_validated" else "bad")
         cells = [
-            esc(display_name(e)),
+            esc(_row_name(e)),
             esc(e.get("precision") or "–"),
             esc(runtime_label(e)),
             fmt_bytes(e.get("size_bytes")),

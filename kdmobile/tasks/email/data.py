@@ -157,6 +157,8 @@ class DataConfig:
         n_val: labelled generated emails for validation (another seed).
         n_transfer: extra unlabelled generated emails for distillation.
         n_augment: augmented copies (sentence drops/shuffles, mixes, case changes, typos).
+        n_sentences: single sentences (or two in a row) cut from fresh generated emails: short, cheap for
+            the teacher, and they teach the student what each phrase means on its own.
         chatterbot: add the chatterbot-corpus English messages (some wrapped in greetings/sign-offs).
         seed: base seed; train, val and transfer use seed, seed + 1, seed + 2.
     """
@@ -165,6 +167,7 @@ class DataConfig:
     n_val: int = 1000
     n_transfer: int = 8000
     n_augment: int = 6000
+    n_sentences: int = 8000
     chatterbot: bool = True
     seed: int = 0
 
@@ -219,6 +222,19 @@ def augment(texts: list[str], n: int, seed: int) -> list[str]:
     return out
 
 
+def snippets(texts: list[str], n: int, seed: int) -> list[str]:
+    """``n`` snippets of one or two consecutive sentences of ``texts`` (deterministic for ``seed``)."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < n and texts:
+        sents = [s for s in _sentences(rng.choice(texts)) if len(s) > 3]
+        if not sents:
+            continue
+        i = rng.randrange(len(sents))
+        out.append(" ".join(sents[i : i + rng.choice([1, 1, 2])]))
+    return out
+
+
 def wrap_chat(lines: list[str], seed: int) -> list[str]:
     """Chat lines as they would appear in email: half stay bare, half get a greeting and a sign-off."""
     from kdmobile.tasks.email.generator import GREETINGS, SIGNOFFS
@@ -244,6 +260,8 @@ def transfer_texts(cfg: DataConfig) -> list[str]:
     fresh = [e.text for e in generate(cfg.n_transfer, cfg.seed + 2)]
     pool = fresh + [e.text for e in generate(min(cfg.n_train, 4000), cfg.seed)]
     texts = fresh + augment(pool, cfg.n_augment, cfg.seed + 3)
+    if cfg.n_sentences:
+        texts += snippets([e.text for e in generate(max(1, cfg.n_sentences // 3), cfg.seed + 5)], cfg.n_sentences, cfg.seed + 6)
     if cfg.chatterbot:
         texts += wrap_chat(load_chatterbot(), cfg.seed + 4)
     return texts

@@ -222,11 +222,17 @@ def run_stages(
     ctx: Context, stages: list[Stage], *, on_stage: Callable[[Stage, float], None] | None = None
 ) -> Context:
     """Run ``stages`` in order, recording each wall time in ``ctx.timings[name]`` (seconds)."""
+    import resource
+
     torch.set_num_threads(max(1, ctx.task.num_threads))
+    cpu = ctx.results.setdefault("cpu_seconds", {})
     for st in stages:
         t0 = time.perf_counter()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         st.run(ctx)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         ctx.timings[st.name] = round(time.perf_counter() - t0, 2)
+        cpu[st.name] = round(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, 2)
         if on_stage is not None:
             on_stage(st, ctx.timings[st.name])
     return ctx
@@ -582,6 +588,7 @@ def stage_report(ctx: Context) -> None:
     out["teacher_source"] = ctx.results.get("teacher_source", {})
     out["teacher_cache"] = ctx.results.get("teacher_cache", {})
     out["timings_seconds"] = dict(ctx.timings)
+    out["cpu_seconds"] = dict(ctx.results.get("cpu_seconds", {}))
     out["config"] = {
         "task_args": _jsonable(dataclasses.asdict(ctx.task)),
         "distill": _jsonable(dataclasses.asdict(ctx.config)),
