@@ -104,8 +104,9 @@ def test_fresh_export_passes_the_committed_baseline(st, baseline):
     md = (OUT / "report.md").read_text()
     assert all(f"| {e['target']} | {e['precision']} |" in md for e in entries.values())
     result, table = _check(report, baseline)
+    (OUT / "check.txt").write_text(table + "\n")
     print(table)
-    assert result.ok, table
+    assert result.ok, "\n".join(f"{r.entry} {r.metric}: {r.change} {r.detail}" for r in result.regressions)
 
 
 @pytest.mark.target("executorch")

@@ -564,8 +564,9 @@ class EmailGenerator:
         as_list: bool = False,
     ) -> str:
         parts: list[str] = []
-        if sc.subject and rng.random() < 0.12:
-            parts.append("Subject: " + expand(rng.choice(sc.subject), rng, b))
+        if rng.random() < 0.2:
+            subject = expand(rng.choice(sc.subject) if sc.subject and rng.random() < 0.7 else "{subject_topic}", rng, b)
+            parts.append(rng.choice(["Subject: ", "Subject: ", "Re: ", "SUBJECT: ", "Subj: "]) + subject)
         if rng.random() < 0.85:
             formal = rng.random() < 0.25
             parts.append(expand(rng.choice(FORMAL_GREETINGS if formal else GREETINGS), rng, b))

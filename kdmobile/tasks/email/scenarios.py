@@ -1002,6 +1002,57 @@ SCENARIOS: tuple[Scenario, ...] = (
         ["Absence", "{person}", "Note for the teacher"],
     ),
     S(
+        "hr_notice",
+        "acknowledge_receipt:4 will_do:3 thanks:1 ask_details:1",
+        [
+            "[Please|Kindly] [read and acknowledge|review and sign|confirm you have read] the [updated|new|revised] [code of conduct|travel policy|remote work policy|employee handbook|IT security policy] by {date}.",
+            "[Open enrollment|Benefits enrollment|The pension enrolment window] [starts|opens] on {date} and [closes|ends] on {date2}. [Please make your selections in {app}.|No action is needed if you want to keep your current plan.]",
+            "[Your|The] [payslip|P60|tax statement|bonus letter|annual compensation statement] [for {date}|for this year|] is [now available|ready] in {app}.",
+            "[As part of|Following] [the annual review cycle|our restructuring|the office move], [your|the] [manager|line manager|team lead] will [change|be {person} {last}] [from|starting] {date}.",
+            "[Reminder|Please note]: [self-assessments|performance reviews|objectives|timesheets] [are due|must be completed] [in {app}|] by {date}.",
+            "[Welcome to {company}!|Congratulations on your new role!] [Please complete|Before your first day, please complete] [your onboarding forms|the right-to-work check|your bank details] in {app}.",
+            "[We have received|HR has received] your [resignation|leave request|request for flexible working|grievance] and [will be in touch|will respond] [within 5 working days|shortly].",
+            "[The office|All sites] will be closed on {date} for [a public holiday|staff training|the company day]. [Enjoy the day off!|]",
+        ],
+        ["This applies to all employees.", "If you have questions, contact {person} in HR.", "Thank you for your cooperation."],
+        ["HR: action required", "Policy update", "Benefits enrollment", "Your payslip"],
+    ),
+    S(
+        "vendor_quote",
+        "will_review:4 approve:2 ask_details:1 thanks:1 reject_request:1",
+        [
+            "[Please find|Attached is|Here is] our [quote|quotation|proposal|estimate] for [{number}00 units|the {product}s|the renovation|the maintenance contract] [at|for] {amount}[ per unit| in total|], valid until {date}.",
+            "[Following|Further to] [our call|your enquiry|your request], [we are pleased to offer|we can offer|please see our offer for] [the {product}s|the service|the licence] at {amount} [per month|a year|per user].",
+            "[We can|We're able to] [deliver|ship|start] [the order|the work|the first batch] [on|from|by] {date} [if we receive the PO|once the deposit is paid|pending your approval] [by {date2}|this week].",
+            "[Our|The] [prices|rates] [will increase|are changing] by {percent} [from|on] {date} [due to|because of] [rising costs|inflation|supplier prices]. [Please let us know if you'd like to lock in the current rate.|]",
+            "[Samples|The samples|Two samples] of the {product} [are on their way|were shipped today|are ready for collection]. [Let us know what you think.|Feedback welcome.]",
+        ],
+        ["We have worked with {company} for years.", "Payment terms are 30 days net.", "Prices exclude VAT."],
+        ["Quote {invoice_no}", "Our offer", "Price update", "Proposal for {company}"],
+    ),
+    S(
+        "contract_renewal",
+        "yes:3 interested:2 not_sure:1 schedule_call:1 no:1",
+        [
+            "[Your|The] [contract|subscription|membership|service agreement|insurance policy] [with us|with {company}] [ends|expires|is up for renewal] on {date}. [Would you like to renew?|Shall we renew it for another year?|Do you want to continue?]",
+            "[We'd love to|We would like to] [continue working with you|extend our partnership|renew the agreement] [next year|for 2025|for another term]. [Are you open to that?|Interested?]",
+            "[Is|Are] [your team|you] [planning to|going to] [renew|continue with|extend] [the licence|the contract|the pilot] [after|beyond] {date}?",
+        ],
+        [],
+        ["Renewal", "Your contract", "Next year"],
+    ),
+    S(
+        "survey_request",
+        "will_do:3 not_interested:2 unsubscribe:1 yes:1",
+        [
+            "[We'd love your feedback!|How did we do?|Tell us what you think!] [Please take|Take] our [2-minute|short|quick] survey [about|on] [your recent visit|your order {order_no}|{event}|our service].",
+            "[Could you|Would you mind] [filling in|completing] [a short|this] [feedback form|questionnaire|survey] [about|on] {topic} [by {date}|this week]?",
+            "[Rate|Review] your [experience|stay|purchase|appointment] [with|at] {company} [and get|for a chance to win] {percent} off.",
+        ],
+        [],
+        ["Your feedback", "Quick survey", "How did we do?"],
+    ),
+    S(
         "landlord_notice",
         "acknowledge_receipt:3 thanks:2 will_do:2 ask_details:1 reschedule:1",
         [
