@@ -120,11 +120,12 @@ async function prepare(p) {
 /**
  * Time the prepared session for about `seconds` (one block; Python interleaves its reference between
  * blocks). performance.now() is coarsened (5 us even when cross-origin isolated), so runs are grouped in
- * sub-blocks of at least SUB_MS: a sample is the mean time per run over one sub-block (a model slower than
- * SUB_MS gets one run per sample, i.e. plain per-run timing).
+ * sub-blocks of at least SUB_MS (~20 timer ticks): a sample is the mean time per run over one sub-block.
+ * Sub-blocks are short so that a preemption by another process spoils few samples (the median then
+ * ignores them). A model slower than SUB_MS gets one run per sample, i.e. plain per-run timing.
  */
 async function timeBlock(seconds) {
-  const SUB_MS = 0.5;
+  const SUB_MS = 0.1;
   const { session, feed, inputName } = state.current;
   const samples = [];
   let runs = 0;

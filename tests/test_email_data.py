@@ -162,14 +162,18 @@ def test_chatterbot_loader_on_the_real_package():
 
 
 def test_transfer_set_mixes_generated_augmented_and_chatterbot():
-    cfg = D.DataConfig(n_train=500, n_transfer=300, n_augment=200)
+    cfg = D.DataConfig(n_train=500, n_transfer=300, n_augment=200, n_sentences=150)
     texts = D.transfer_texts(cfg)
     chat = D.load_chatterbot()
-    assert len(texts) == 300 + 200 + len(chat)
+    assert len(texts) == 300 + 200 + 150 + len(chat)
     gen = {e.text for e in generate(300, cfg.seed + 2)}
     assert gen <= set(texts)
     assert len(set(texts[300:500]) - gen) > 150  # the augmentations are new texts
-    assert sum(any(c in t for c in chat[:200]) for t in texts[500:700]) > 150
+    snippets = texts[500:650]
+    source = "\n".join(e.text for e in generate(50, cfg.seed + 5))
+    assert all(s.split(" ")[0] in source for s in snippets)  # cut from generated emails
+    assert max(map(len, snippets)) < 0.5 * max(map(len, texts[:300]))  # and much shorter than them
+    assert sum(any(c in t for c in chat[:200]) for t in texts[650:850]) > 150
 
 
 def test_augment_is_deterministic():

@@ -21,10 +21,11 @@ import kdmobile.tasks.email as E
 from kdmobile import config as C
 from kdmobile.checkpoint import load_checkpoint
 from kdmobile.distill import DistillConfig
+from kdmobile.tasks.email import pipeline as P
 from kdmobile.tasks.email.data import intent_ids
 from kdmobile.tasks.email.generator import generate
 from kdmobile.tasks.email.metrics import compute
-from kdmobile.tasks.email.pipeline import Context, EmailTaskConfig, default_stages, load_config, run_stages
+from kdmobile.tasks.email.pipeline import EmailTaskConfig, default_stages, load_config
 from kdmobile.tasks.email.tokenizer import HashTokenizer, TokenizerConfig
 
 TEACHER_TOK = HashTokenizer(TokenizerConfig(num_buckets=2048, max_len=96, word_ngrams=1, seed=7))
@@ -40,12 +41,17 @@ class BowTeacher(nn.Module):
         return self.head(self.embed(ids))
 
 
+class Dirs:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.email_dir, self.report_dir = workdir, workdir / "email", workdir / "report"
+
+
 def teacher_tokenize(texts: list[str]) -> tuple[torch.Tensor]:
     return (torch.from_numpy(TEACHER_TOK.encode_batch(texts)),)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def demo(tmp_path_factory):
     torch.manual_seed(0)
     intents = intent_ids()
     col = {k: i for i, k in enumerate(intents)}
@@ -62,37 +68,32 @@ def run(tmp_path_factory):
             opt.step()
     teacher.eval()
 
-    cfg, task = load_config(
-        Path(__file__).resolve().parents[1] / "configs" / "email.toml",
+    work = tmp_path_factory.mktemp("demo")
+    report = P.run(
+        work,
         [
             "task_args.data.n_train=400",
             "task_args.data.n_val=100",
             "task_args.data.n_transfer=200",
             "task_args.data.n_augment=100",
+            "task_args.data.n_sentences=100",
             "task_args.data.chatterbot=false",
             "task_args.demo.seeds=[0, 1]",
             "task_args.demo.speedup_rows=128",
             "task_args.demo.samples=3",
             "train.epochs=2",
         ],
-    )
-    work = tmp_path_factory.mktemp("demo")
-    ctx = Context(
-        config=cfg,
-        task=task,
-        workdir=work,
-        progress=False,
         teacher=teacher,
         teacher_tokenize=teacher_tokenize,
-        log=lambda m: None,
+        progress=False,
     )
-    run_stages(ctx, default_stages())
-    return ctx, teacher
+    return Dirs(work), teacher, report
 
 
-def test_report_has_every_figure(run):
-    ctx, _ = run
+def test_report_has_every_figure(demo):
+    ctx = demo[0]
     report = json.loads((ctx.report_dir / "task.json").read_text())
+    assert report == demo[2]  # what run() returns is what it wrote
     for key in ("teacher", "distilled", "scratch"):
         for field in ("params", "top1", "recall_at_3", "teacher_agreement"):
             assert field in report[key], (key, field)
@@ -110,8 +111,8 @@ def test_report_has_every_figure(run):
     assert "| student, distilled |" in md and "| teacher" in md
 
 
-def test_teacher_figures_match_an_independent_evaluation(run):
-    ctx, teacher = run
+def test_teacher_figures_match_an_independent_evaluation(demo):
+    ctx, teacher, _ = demo
     report = json.loads((ctx.report_dir / "task.json").read_text())
     rows = E.load_heldout()
     col = {k: i for i, k in enumerate(intent_ids())}
@@ -130,8 +131,8 @@ def test_teacher_figures_match_an_independent_evaluation(run):
     assert len(preds["samples"]) >= 1 and all(len(s["top3"]) == 3 for s in preds["samples"])
 
 
-def test_student_checkpoint_reproduces_the_reported_seed0_figures(run):
-    ctx, _ = run
+def test_student_checkpoint_reproduces_the_reported_seed0_figures(demo):
+    ctx, _, _ = demo
     model, meta = load_checkpoint(ctx.email_dir / "student.safetensors")
     assert (
         meta["architecture"] == "email-student"
@@ -151,8 +152,8 @@ def test_student_checkpoint_reproduces_the_reported_seed0_figures(run):
         assert m[k] == pytest.approx(seed0[k]), k
 
 
-def test_distilled_runs_read_the_cache_and_scratch_runs_need_no_teacher(run):
-    ctx, _ = run
+def test_distilled_runs_read_the_cache_and_scratch_runs_need_no_teacher(demo):
+    ctx, _, _ = demo
     hist = json.loads((ctx.email_dir / "runs" / "distilled-seed1" / "history.json").read_text())
     assert {e["teacher"] for e in hist["epochs"]} == {"cache"} and hist["cache"]["status"] == "reused"
     hist = json.loads((ctx.email_dir / "runs" / "scratch-seed0" / "history.json").read_text())

@@ -422,7 +422,7 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[st
             "runs": run.runs,
             "samples": int(run.samples_ms.size),
             "runs_per_sample": round(run.runs_per_sample, 2),
-            "timer": "performance.now() (coarse); a sample is the mean per run over a block of >= 0.5 ms",
+            "timer": "performance.now() (coarse); a sample is the mean per run over a sub-block of >= 0.1 ms",
         }
         if run.ratios.size:
             e["ratio_samples"] = thin(run.ratios, 3000)

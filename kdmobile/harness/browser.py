@@ -85,7 +85,7 @@ class BrowserRun:
     tokenize_ms: float
     ids: np.ndarray | None  # int64 [n, max_len], the JS tokenizer's output
     logits: np.ndarray  # float32 [n, classes]
-    samples_ms: np.ndarray  # per-run latency: the mean over a block of >= 0.5 ms of consecutive runs
+    samples_ms: np.ndarray  # per-run latency: the mean over a sub-block of >= 0.1 ms of consecutive runs
     ratios: np.ndarray  # each sample / the median of the interleaved reference block before it
     runs_per_sample: float
     runs: int

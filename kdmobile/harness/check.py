@@ -34,7 +34,7 @@ from kdmobile.harness.stats import shifted_mann_whitney
 
 # ``browser_latency_pct`` applies to in-browser runs instead of ``latency_pct``: a browser shares the
 # machine through several processes and its timer is coarse, so its same-run ratio is noisier (measured here
-# under load: +-15 % where Python runtimes stayed within +-2 %).
+# with two CPU hogs on the 2 cores: up to +10 % where the Python runtimes stayed within +-3 %).
 DEFAULTS: dict[str, float] = {
     "latency_pct": 15.0,
     "accuracy_pt": 0.5,

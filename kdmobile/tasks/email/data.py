@@ -261,7 +261,11 @@ def transfer_texts(cfg: DataConfig) -> list[str]:
     pool = fresh + [e.text for e in generate(min(cfg.n_train, 4000), cfg.seed)]
     texts = fresh + augment(pool, cfg.n_augment, cfg.seed + 3)
     if cfg.n_sentences:
-        texts += snippets([e.text for e in generate(max(1, cfg.n_sentences // 3), cfg.seed + 5)], cfg.n_sentences, cfg.seed + 6)
+        texts += snippets(
+            [e.text for e in generate(max(1, cfg.n_sentences // 3), cfg.seed + 5)],
+            cfg.n_sentences,
+            cfg.seed + 6,
+        )
     if cfg.chatterbot:
         texts += wrap_chat(load_chatterbot(), cfg.seed + 4)
     return texts

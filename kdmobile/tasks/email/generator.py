@@ -168,6 +168,24 @@ CONTEXT = [
     "[Quick background|Some context|For background]: {project} [started|was launched] [last year|in {date}] and [is now|has been] [in its second phase|going well|under review].",
     "I've attached [a few|some] [screenshots|documents|photos|notes] [for reference|in case they help].",
     "[It's|It is] [raining|snowing|sunny|freezing] here in {city}[, typical!|].",
+    "[We are|We're] [currently|at present] [reviewing|restructuring|consolidating] [our|the] [supplier base|processes|reporting lines] [across|in] [all regions|the {team} department|{city}].",
+    "[In line with|Following|As part of] [our|the] [annual planning|quarterly review|audit recommendations|new strategy], [several|a number of] [changes|initiatives] [are|have been] [under way|introduced].",
+    "[I am|I'm] [writing|reaching out] [on behalf of|for] [{person} {last}|the {team} team|{company}|the parents' committee|the residents' association].",
+    "[Please|Kindly] [note|be aware] that [this|the following] [is|relates to] [ticket|case|reference] {order_no}.",
+    "[The|Our] [figures|results|numbers] for [Q1|Q2|Q3|Q4|last month|the first half] [came in|were] [above|below|roughly in line with] [forecast|expectations|target].",
+    "[We|I] [had|held] [a|an] [productive|long|good] [session|workshop|conversation] with [the client|{company}|the board|the steering group] [on {day}|last week|this morning].",
+    "[Several|A few|Some] [colleagues|customers|parents|residents] [have raised|raised|mentioned] [concerns|questions|the issue] [about|regarding] {topic}.",
+    "[As previously communicated|As mentioned in my last email|As agreed at the last meeting], [we|the team] [will|plan to] [move forward|proceed] [with|on] {project}.",
+    "[Thank you|Thanks] for [your|the] [patience|cooperation|understanding|support] [over the past few weeks|during this period|while we sorted this out].",
+    "[Our|The] [new|updated] [website|portal|booking system|intranet] [goes live|launches|went live] [on {date}|next week|last month].",
+    "[It has been|It's been] [a busy|a difficult|an exciting|a long] [few weeks|month|quarter|year] [for all of us|for the team|here at {company}].",
+    "[My|Our] [previous|last] [email|message|letter] [may have|might have] [ended up in your spam folder|gone astray|been missed].",
+    "[You may remember|You might recall] [that|] [we|I] [discussed|talked about|spoke about] [this|{topic}] [at|during] [the last {meeting}|{event}|our call in {date}].",
+    "[Everything else|The rest] [is|is going] [on track|fine|according to plan] [for|with] {project}.",
+    "[I hope|Hope] [the move|the new job|the renovation|the new baby|your trip] [went|is going] well!",
+    "[We|I] [spoke|met] [briefly|] at {event} [in {city}|last year|a few months ago].",
+    "[Our|The] [team|department|school|practice] [has grown|is growing|has changed] [a lot|quite a bit] [since|over] [last year|the summer|the past few months].",
+    "[I|We] [would|'d] [really|] [appreciate|value] [your|any] [thoughts|input|advice|help] [on|with] this.",
 ]
 CLOSERS = [
     "Let me know.",
@@ -565,7 +583,9 @@ class EmailGenerator:
     ) -> str:
         parts: list[str] = []
         if rng.random() < 0.2:
-            subject = expand(rng.choice(sc.subject) if sc.subject and rng.random() < 0.7 else "{subject_topic}", rng, b)
+            subject = expand(
+                rng.choice(sc.subject) if sc.subject and rng.random() < 0.7 else "{subject_topic}", rng, b
+            )
             parts.append(rng.choice(["Subject: ", "Subject: ", "Re: ", "SUBJECT: ", "Subj: "]) + subject)
         if rng.random() < 0.85:
             formal = rng.random() < 0.25

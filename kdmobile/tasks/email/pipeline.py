@@ -659,6 +659,50 @@ def default_stages() -> list[Stage]:
     ]
 
 
+def run(
+    workdir: str | Path = "build",
+    overrides: list[str] | None = None,
+    *,
+    config: str | Path | None = None,
+    teacher: torch.nn.Module | None = None,
+    teacher_tokenize: Callable[[list[str]], tuple[torch.Tensor, ...]] | None = None,
+    stages: list[Stage] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the pipeline from Python and return the report (``task.json``'s content).
+
+    Args:
+        workdir: output root (``<workdir>/email``, ``<workdir>/report``).
+        overrides: ``--set``-style overrides of ``configs/email.toml`` (e.g. ``["train.epochs=3"]``).
+        config: another TOML file.
+        teacher: your own teacher, an ``nn.Module`` returning logits ``[B, 48]`` in ``load_replies()``
+            intent order; it is used as is (no fine-tuning). A local Hugging Face encoder folder instead
+            goes in the config: ``task_args.teacher.path``.
+        teacher_tokenize: texts -> the teacher's input tensors (required with ``teacher``).
+        stages: the stages to run (default: :func:`default_stages`).
+        progress: tqdm progress bars.
+
+    Example::
+
+        from kdmobile.tasks.email.pipeline import run
+        report = run("build/mine", ["task_args.demo.seeds=[0]"], teacher=my_model, teacher_tokenize=my_tok)
+    """
+    if teacher is not None and teacher_tokenize is None:
+        raise UsageError("a custom teacher needs teacher_tokenize: texts -> the teacher's input tensors")
+    cfg, task = load_config(config, overrides)
+    task = dataclasses.replace(task, workdir=str(workdir))
+    ctx = Context(
+        config=cfg,
+        task=task,
+        workdir=Path(workdir),
+        progress=progress,
+        teacher=teacher,
+        teacher_tokenize=teacher_tokenize,
+    )
+    run_stages(ctx, stages if stages is not None else default_stages())
+    return ctx.results.get("report", {})
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> tuple[Any, EmailTaskConfig]:

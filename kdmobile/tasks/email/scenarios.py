@@ -1014,7 +1014,11 @@ SCENARIOS: tuple[Scenario, ...] = (
             "[We have received|HR has received] your [resignation|leave request|request for flexible working|grievance] and [will be in touch|will respond] [within 5 working days|shortly].",
             "[The office|All sites] will be closed on {date} for [a public holiday|staff training|the company day]. [Enjoy the day off!|]",
         ],
-        ["This applies to all employees.", "If you have questions, contact {person} in HR.", "Thank you for your cooperation."],
+        [
+            "This applies to all employees.",
+            "If you have questions, contact {person} in HR.",
+            "Thank you for your cooperation.",
+        ],
         ["HR: action required", "Policy update", "Benefits enrollment", "Your payslip"],
     ),
     S(
@@ -1382,7 +1386,13 @@ _SHORT: dict[str, list[str]] = {
     "anything_else": ["anything else?", "need anything from me?", "any questions?"],
 }
 SCENARIOS = tuple(
-    Scenario(s.name, s.intents, s.core + tuple(_MORE.get(s.name, ())) + tuple(_SHORT.get(s.name, ())), s.context, s.subject)
+    Scenario(
+        s.name,
+        s.intents,
+        s.core + tuple(_MORE.get(s.name, ())) + tuple(_SHORT.get(s.name, ())),
+        s.context,
+        s.subject,
+    )
     for s in SCENARIOS
 )
 _unknown = (set(_MORE) | set(_SHORT)) - {s.name for s in SCENARIOS}
