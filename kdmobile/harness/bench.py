@@ -543,26 +543,6 @@ def goals(
     return out
 
 
-def demo_stage(ctx: Any) -> None:
-    """The ``bench`` stage of ``make demo`` (``Stage("bench", demo_stage, ...)`` in the email pipeline):
-    bench ``WORKDIR/export`` into ``WORKDIR/report``; a failure here fails the demo."""
-    from kdmobile.errors import CheckFailed
-
-    report = run_bench(
-        Path(ctx.workdir) / "export", task="email", data="heldout", out=ctx.report_dir, log=ctx.log
-    )
-    ctx.results["bench"] = {
-        "report": str(Path(ctx.report_dir) / "report.md"),
-        "ok": report["ok"],
-        "failures": report["failures"],
-        "goals": report["goals"],
-    }
-    if not report["ok"]:
-        raise CheckFailed(
-            f"bench: {', '.join(report['failures'])} failed here (see {ctx.report_dir}/report.md)"
-        )
-
-
 def run_bench(
     artifacts_dir: str | Path,
     *,
