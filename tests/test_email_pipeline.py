@@ -164,7 +164,8 @@ def test_config_file_is_complete_and_strict():
     cfg, task = load_config(Path(__file__).resolve().parents[1] / "configs" / "email.toml")
     assert isinstance(cfg, DistillConfig) and cfg.task == "email" and cfg.cache.enabled
     assert task == C.build(EmailTaskConfig, dict(cfg.task_args), where="task_args")
-    assert task.student.tokenizer == TokenizerConfig()  # the defaults every other consumer falls back to
+    # The config file and the pipeline's built-in student tokenizer (the fallback of every consumer) agree.
+    assert task.student.tokenizer == P.STUDENT_TOKENIZER
     from kdmobile.errors import ConfigError
 
     with pytest.raises(ConfigError, match="task_args.demo.sedes"):
