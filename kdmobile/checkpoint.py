@@ -73,7 +73,9 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> tuple[nn.Module
     path = Path(path)
     meta = read_metadata(path)
     if verify and meta.get("sha256") and sha256_file(path) != meta["sha256"]:
-        raise UsageError(f"checkpoint {path} does not match the sha256 in {meta_path(path).name}: corrupt or replaced")
+        raise UsageError(
+            f"checkpoint {path} does not match the sha256 in {meta_path(path).name}: corrupt or replaced"
+        )
     model = build_model(meta["architecture"], **meta.get("model_config", {}))
     model.load_state_dict(load_file(str(path)))
     return model.eval(), meta

@@ -118,7 +118,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
         (arg, *rest) = typing.get_args(tp) or (Any,)
-        items = [_coerce(arg, v, f"{path}[{i}]") for i, v in enumerate(value)] if arg is not Any else list(value)
+        items = (
+            [_coerce(arg, v, f"{path}[{i}]") for i, v in enumerate(value)] if arg is not Any else list(value)
+        )
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):

@@ -21,6 +21,8 @@ def build_model(architecture: str, **config: Any) -> nn.Module:
     try:
         target = ARCHITECTURES[architecture]
     except KeyError:
-        raise KeyError(f"unknown architecture {architecture!r}; valid: {', '.join(sorted(ARCHITECTURES))}") from None
+        raise KeyError(
+            f"unknown architecture {architecture!r}; valid: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
     module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)(**config)

@@ -1,13 +1,13 @@
 """Name → object registries (losses, targets, tasks).
 
-    from kdmobile.registry import Registry
-    LOSSES = Registry("loss")
+from kdmobile.registry import Registry
+LOSSES = Registry("loss")
 
-    @LOSSES.register("kd")
-    class KDLoss(nn.Module): ...
+@LOSSES.register("kd")
+class KDLoss(nn.Module): ...
 
-    LOSSES.get("kd")          # the class
-    LOSSES.get("kdd")         # KeyError naming the valid choices
+LOSSES.get("kd")          # the class
+LOSSES.get("kdd")         # KeyError naming the valid choices
 """
 
 from __future__ import annotations
