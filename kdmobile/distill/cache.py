@@ -81,7 +81,11 @@ def teacher_logits(teacher: Callable[..., Any], inputs: tuple[torch.Tensor, ...]
     """Call ``teacher(*inputs)`` and return its logits (a tensor, ``.logits``, or a tuple's first element)."""
     if not inputs:
         raise UsageError('the dataset items have no "teacher" inputs, but a loss term needs the teacher')
-    out = teacher(*inputs)
+    return as_logits(teacher(*inputs), "teacher")
+
+
+def as_logits(out: Any, who: str = "teacher") -> torch.Tensor:
+    """The logits in a model's output: a tensor, ``.logits`` (Hugging Face) or a tuple's first element."""
     if isinstance(out, torch.Tensor):
         return out
     if hasattr(out, "logits"):
@@ -89,7 +93,7 @@ def teacher_logits(teacher: Callable[..., Any], inputs: tuple[torch.Tensor, ...]
     if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
         return out[0]
     raise UsageError(
-        f"the teacher returned {type(out).__name__}; expected logits (a tensor, .logits or a tuple)"
+        f"the {who} returned {type(out).__name__}; expected logits (a tensor, .logits or a tuple)"
     )
 
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from kdmobile.distill import distributed as D
-from kdmobile.distill.cache import TeacherCache, teacher_logits
+from kdmobile.distill.cache import TeacherCache, as_logits, teacher_logits
 from kdmobile.distill.config import DistillConfig
 from kdmobile.distill.data import Batch, fetch
 from kdmobile.distill.hooks import FeatureHooks
@@ -116,13 +116,7 @@ class _Objective(nn.Module):
 
 
 def _as_logits(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if hasattr(out, "logits"):
-        return out.logits
-    if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise UsageError(f"the student returned {type(out).__name__}; expected logits")
+    return as_logits(out, "student")
 
 
 def evaluate(
