@@ -78,6 +78,7 @@ def demo(tmp_path_factory):
             "task_args.data.n_augment=100",
             "task_args.data.n_sentences=100",
             "task_args.data.chatterbot=false",
+            "task_args.student.word_vectors=false",  # tested in test_email_student.py
             "task_args.demo.seeds=[0, 1]",
             "task_args.demo.speedup_rows=128",
             "task_args.demo.samples=3",

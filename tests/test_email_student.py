@@ -108,3 +108,57 @@ def test_default_student_fits_the_param_budget():
     assert count_params(student) <= TEACHER_PARAMS // 20
     ids = torch.from_numpy(HashTokenizer(TokenizerConfig()).encode_batch(["hi", "a much longer email " * 60]))
     assert student.eval()(ids).shape == (2, 48)
+
+
+def test_bucket_vectors_golden():
+    from kdmobile.tasks.email.wordvec import bucket_vectors, init_embedding
+
+    tok = HashTokenizer(TokenizerConfig(num_buckets=1 << 20, max_len=64, word_ngrams=1, char_ngrams=(3, 3)))
+    words = ["cat", "car", "dog", "ego"]
+    # Variance 9 along axis 0, 1 along axis 1, none along axis 2: the principal components are the axes.
+    vecs = np.array([[3.0, 0, 5], [-3.0, 0, 5], [0, 1.0, 5], [0, -1.0, 5]])
+    rows, values = bucket_vectors(tok, 2, words, vecs)
+    got = dict(zip(rows.tolist(), values, strict=True))
+    # After centring, PC1 = +-(3,-3,0,0)/std and PC2 = +-(0,0,1,-1)/std with std over the 4 words.
+    pc1 = np.array([3.0, -3.0, 0, 0]) / np.std([3.0, -3.0, 0, 0])
+    pc2 = np.array([0, 0, 1.0, -1.0]) / np.std([0, 0, 1.0, -1.0])
+    for i, w in enumerate(words):
+        np.testing.assert_allclose(
+            np.abs(got[tok.feature_id("w:" + w)]), [abs(pc1[i]), abs(pc2[i])], atol=1e-5
+        )
+    # "<ca" is shared by cat and car: the mean of their vectors, (0, 0).
+    np.testing.assert_allclose(got[tok.feature_id("c:<ca")], [0.0, 0.0], atol=1e-6)
+    # "dog" alone has "<do": its own vector.
+    np.testing.assert_allclose(got[tok.feature_id("c:<do")], got[tok.feature_id("w:dog")], atol=1e-6)
+    embed = torch.nn.Embedding(1 << 20, 2, padding_idx=0)
+    assert init_embedding(embed, rows, values) == len(rows)
+    torch.testing.assert_close(embed.weight[torch.as_tensor(rows)], torch.as_tensor(values))
+    assert float(embed.weight[0].abs().sum()) == 0.0
+
+
+def test_pretrained_word_vectors_carry_meaning():
+    from kdmobile.tasks.email.teacher import TeacherConfig
+    from kdmobile.tasks.email.wordvec import embed_words
+
+    v = embed_words(TeacherConfig(), ["funeral", "condolences", "invoice", "payment"], progress=False)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    assert v[0] @ v[1] > v[0] @ v[2] and v[2] @ v[3] > v[2] @ v[1]
+
+
+def test_gated_student_reads_the_start_and_can_ignore_the_rest():
+    from kdmobile.tasks.email.model import EmailStudent
+
+    torch.manual_seed(0)
+    m = EmailStudent(num_buckets=64, dim=8, hidden=8, num_intents=3, gated=True).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 0, 0]])
+    with torch.no_grad():
+        m.gate.weight.fill_(-30.0)  # scores ~0: a plain masked mean
+        plain = EmailStudent(num_buckets=64, dim=8, hidden=8, num_intents=3).eval()
+        plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("gate")})
+        torch.testing.assert_close(m(ids), plain(ids))
+        m.gate.weight[6] = 30.0  # feature 6 stops the reading: only 5 and 6 count
+        torch.testing.assert_close(m(ids), plain(torch.tensor([[5, 6, 0, 0, 0, 0]])), atol=1e-5, rtol=1e-5)
+    m.train()
+    m.token_dropout = 0.5
+    torch.manual_seed(1)
+    assert not torch.equal(m(ids), m(ids))  # token dropout is random in training

@@ -71,6 +71,7 @@ def _email_checkpoint(root: Path) -> tuple[Path, np.ndarray]:
         "hidden": 64,
         "num_intents": 12,
         "dropout": 0.0,
+        "gated": True,  # the shipped student's reading gate (cumsum, exp) must convert everywhere
     }
     model = EmailStudent(**config).eval()
     tok = json.loads(HashTokenizer(EMAIL_CFG).to_json())

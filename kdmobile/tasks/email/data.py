@@ -167,7 +167,7 @@ class DataConfig:
     n_val: int = 1000
     n_transfer: int = 8000
     n_augment: int = 6000
-    n_sentences: int = 8000
+    n_sentences: int = 12000
     chatterbot: bool = True
     seed: int = 0
 

@@ -394,6 +394,19 @@ KEYBOARD = {
     "w": "qe",
     "y": "tu",
 }
+LIST_INTROS = [
+    "A few things:",
+    "Quick list:",
+    "Points for today:",
+    "Agenda:",
+    "Updates:",
+    "Some items:",
+    "Details:",
+    "Background:",
+    "Summary:",
+    "For reference:",
+    "",
+]
 LAYOUTS = {  # layout -> weight
     "terse": 0.14,
     "standard": 0.30,
@@ -601,24 +614,21 @@ class EmailGenerator:
         before = self._contexts(sc, rng, b, n_before)
         after = self._contexts(sc, rng, b, n_after)
         if as_list:
-            items = before + [core] + after
+            inside = rng.random() < 0.5  # the request is one of the items, or a paragraph around the list
+            items = before + ([core] if inside else []) + after
             if len(items) < 3:
                 items += self._contexts(sc, rng, b, 3 - len(items))
             rng.shuffle(items)
             bullet = rng.choice(["- ", "* ", "• ", "{i}. ", "{i}) "])
             lines = [bullet.replace("{i}", str(i + 1)) + it for i, it in enumerate(items)]
-            intro = rng.choice(
-                [
-                    "A few things:",
-                    "Quick list:",
-                    "Points for today:",
-                    "Agenda:",
-                    "Updates:",
-                    "Some items:",
-                    "",
-                ]
-            )
-            parts += ([intro] if intro else []) + ["\n".join(lines)]
+            intro = rng.choice(LIST_INTROS)
+            block = ([intro] if intro else []) + ["\n".join(lines)]
+            if inside:
+                parts += block
+            elif rng.random() < 0.5:
+                parts += [core, *block]
+            else:
+                parts += [*block, core]
         else:
             paragraph = before + [core] + after
             if long and rng.random() < 0.5:

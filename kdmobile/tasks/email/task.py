@@ -29,6 +29,7 @@ def make_email_task(args: dict[str, Any], seed: int = 0) -> Task:
         new_student,
         stage_data,
         stage_teacher,
+        stage_word_vectors,
         student_model_config,
         tokenizer_dict,
     )
@@ -37,9 +38,10 @@ def make_email_task(args: dict[str, Any], seed: int = 0) -> Task:
     ctx = Context(config=DistillConfig(task="email"), task=task, workdir=Path(task.workdir))
     stage_data(ctx)
     stage_teacher(ctx)
+    stage_word_vectors(ctx)
     intents = ctx.state["intents"]
     return Task(
-        student=new_student(task, len(intents), seed),
+        student=new_student(task, len(intents), seed, ctx.state["student_init"]),
         train=ctx.state["transfer"],
         teacher=ctx.state["teacher"],
         eval=ctx.state["val"],

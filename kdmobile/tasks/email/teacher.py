@@ -57,14 +57,14 @@ class TeacherConfig:
 
     path: str = ""
     max_len: int = 128
-    train_examples: int = 9000
+    train_examples: int = 6000
     epochs: int = 1
     batch_size: int = 32
-    lr: float = 1e-4
-    head_lr: float = 2e-3
+    lr: float = 2e-4
+    head_lr: float = 1e-2
     weight_decay: float = 0.01
     warmup: float = 0.06
-    freeze_layers: int = 1
+    freeze_layers: int = 2
     dropout: float = 0.1
     soft_targets: bool = True
     seed: int = 0

@@ -48,10 +48,10 @@ class TokenizerConfig:
     """Settings of :class:`HashTokenizer`; written to ``tokenizer.json`` for the JavaScript port."""
 
     num_buckets: int = 16384
-    max_len: int = 128
+    max_len: int = 768
     max_chars: int = 2000
     word_ngrams: int = 2
-    char_ngrams: tuple[int, int] = (0, 0)
+    char_ngrams: tuple[int, int] = (3, 3)
     seed: int = 0
     version: int = 1
 
