@@ -192,6 +192,9 @@ val best = scores.indices.maxByOrNull {{ scores[it] }}!!
 
 The program takes positional inputs (ExecuTorch programs carry no input names): input 0 is
 `{inp["dtype"]}{inp["shape"]}`, output 0 is `{s["outputs"][0]["dtype"]}{s["outputs"][0]["shape"]}`.
+An int8 program whose flavour ends in `+embedding-byte` gathers with
+`quantized_decomposed::embedding_byte`: the prebuilt Android library ships the quantized kernels; a custom
+native (or iOS) runtime must link them (`quantized_ops_lib`), or loading fails with a missing operator.
 """
 
 

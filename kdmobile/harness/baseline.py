@@ -14,38 +14,25 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from kdmobile.harness.report import SCHEMA_VERSION, all_entries, read_report, validate_report
+from kdmobile.harness.report import ENTRY_KEYS, SCHEMA_VERSION, all_entries, read_report, validate_report
 from kdmobile.harness.stats import thin
 from kdmobile.io import write_json
 
 BASELINE_SCHEMA = "kdmobile.baseline"
 MAX_RATIO_SAMPLES = 1500
-KEEP = (
-    "id",
-    "kind",
-    "target",
-    "precision",
-    "runtime",
-    "runtime_version",
-    "flavour",
-    "status",
-    "reason",
-    "size_bytes",
-    "threads",
-    "batch",
-    "latency_ms",
-    "ratio_to_reference",
-    "speedup_vs_teacher",
-    "top1",
-    "recall_at_3",
-    "teacher_agreement",
-    "retention",
-    "n_examples",
-)
+# A baseline keeps every report field the check reads; per-run timings (thinned ratio samples aside),
+# paths, memory and the per-artifact details stay in the report.
+_DROP = frozenset(
+    {
+        "path", "load_ms", "ratio_to_teacher", "ratio_to_student", "speedup_vs_student", "flops",
+        "compute_floor_ms", "p50_over_floor", "peak_memory_bytes", "measurement", "samples_ms",
+        "ratio_samples", "details",
+    }
+)  # fmt: skip
 
 
 def _slim(entry: dict[str, Any]) -> dict[str, Any]:
-    out = {k: entry.get(k) for k in KEEP}
+    out = {k: entry.get(k) for k in ENTRY_KEYS if k not in _DROP}
     out["ratio_samples"] = thin(entry.get("ratio_samples") or [], MAX_RATIO_SAMPLES)
     return out
 
