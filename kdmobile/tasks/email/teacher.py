@@ -112,13 +112,16 @@ class IntentTeacher(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, num_intents)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's masked mean over tokens ``[B, hidden]`` (a sentence-transformers embedding)."""
         width = int(attention_mask.sum(dim=1).max().clamp(min=1))
         input_ids, attention_mask = input_ids[:, :width], attention_mask[:, :width]
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return self.head(self.drop(pooled))
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.pool(input_ids, attention_mask)))
 
 
 def _quiet_transformers() -> None:

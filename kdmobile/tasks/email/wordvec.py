@@ -36,28 +36,17 @@ def vocabulary(tokenizer: Any) -> list[str]:
     return sorted(w for w in tokenizer.get_vocab() if WORD.fullmatch(w))
 
 
-@torch.no_grad()
 def embed_words(
     cfg: TeacherConfig, words: list[str], *, batch_size: int = 512, progress: bool = True
 ) -> np.ndarray:
     """Mean-pooled pretrained-encoder vectors ``[len(words), hidden]`` of each word on its own."""
-    from tqdm.auto import tqdm
-
     from kdmobile.tasks.email import teacher as T
 
-    encoder = T.build_teacher(cfg, 1, pretrained=True).encoder.eval()
-    tok = T.load_tokenizer(cfg)
-    ids, mask = T.tokenize(tok, words, 12)
-    out = np.zeros((len(words), encoder.config.hidden_size), dtype=np.float32)
-    for s in tqdm(
-        range(0, len(words), batch_size), desc="word vectors", unit="batch", disable=not progress, leave=False
-    ):
-        i, m = ids[s : s + batch_size], mask[s : s + batch_size]
-        w = int(m.sum(1).max())
-        h = encoder(input_ids=i[:, :w], attention_mask=m[:, :w]).last_hidden_state
-        mm = m[:, :w].unsqueeze(-1).to(h.dtype)
-        out[s : s + len(i)] = ((h * mm).sum(1) / mm.sum(1)).numpy()
-    return out
+    model = T.build_teacher(cfg, 1, pretrained=True).eval()
+    ids, mask = T.tokenize(T.load_tokenizer(cfg), words, 12)
+    return T.predict_logits(
+        model.pool, ids, mask, batch_size=batch_size, progress=progress, desc="word vectors"
+    )
 
 
 def load_or_embed(
@@ -75,21 +64,18 @@ def load_or_embed(
     key = hashlib.sha256(f"{T.base_identity(cfg)}:{VERSION}".encode()).hexdigest()[:16]
     path = Path(cache_root) / f"wordvec-{key}.npz"
     t0 = time.perf_counter()
+
+    def info(status: str, words: list[str]) -> dict[str, Any]:
+        seconds = round(time.perf_counter() - t0, 2)
+        return {"status": status, "path": str(path), "words": len(words), "seconds": seconds}
+
     if path.is_file():
         try:
             with np.load(path) as f:
                 words, vecs = [str(w) for w in f["words"]], f["vectors"].astype(np.float32)
-            if len(words) == len(vecs) and len(words) > 0:
-                return (
-                    words,
-                    vecs,
-                    {
-                        "status": "reused",
-                        "path": str(path),
-                        "words": len(words),
-                        "seconds": round(time.perf_counter() - t0, 2),
-                    },
-                )
+            if len(words) == len(vecs) > 0:
+                return words, vecs, info("reused", words)
+            log(f"kdmobile: word vectors {path} are empty or inconsistent; computing them again")
         except (OSError, ValueError, KeyError) as e:
             log(f"kdmobile: word vectors {path} are unusable ({e}); computing them again")
     words = vocabulary(T.load_tokenizer(cfg))
@@ -97,16 +83,7 @@ def load_or_embed(
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, words=np.asarray(words), vectors=vecs.astype(np.float16))
-    return (
-        words,
-        vecs,
-        {
-            "status": "computed",
-            "path": str(path),
-            "words": len(words),
-            "seconds": round(time.perf_counter() - t0, 2),
-        },
-    )
+    return words, vecs, info("computed", words)
 
 
 def bucket_vectors(
