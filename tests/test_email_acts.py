@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import json
 
+import numpy as np
 import pytest
 
 from kdmobile.errors import UsageError
@@ -173,3 +174,24 @@ def test_load_heldout_ab_acts_needs_every_email_once(tmp_path):
     f.write_text("".join(json.dumps({"id": i, "acts": ["yes", "yes"]}) + "\n" for i in ids))
     with pytest.raises(UsageError, match="an act is listed twice"):
         A.load_heldout_ab_acts(f)
+
+
+def test_zeroshot_metrics_golden():
+    from kdmobile.tasks.email.zeroshot import auc, evaluate
+
+    assert auc(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == 0.875  # 3 wins, 1 tie of 4 pairs
+    ids = ["yes", "no", "thanks", "noted"]
+    scores = np.array(
+        [
+            [0.9, 0.8, 0.1, 0.0],  # acceptable: no -> top-1 wrong, in top 3
+            [0.1, 0.2, 0.3, 0.7],  # acceptable: noted -> top-1 right
+            [0.5, 0.1, 0.2, 0.3],  # acceptable: thanks -> ranked 3rd: in top 3 only
+            [0.2, 0.1, 0.0, 0.4],  # no reply needed, max 0.4
+        ]
+    )
+    r = evaluate(scores, [["no"], ["noted"], ["thanks"], []], ids)
+    assert (r["with_acts"], r["top1"], r["recall_at_3"]) == (3, 1 / 3, 1.0)
+    assert r["abstain_auc"] == 1.0  # every email with acts scores above 0.4
+    t = r["thresholds"][0]  # the threshold is the no-reply email's own max: it is not shown
+    assert t["threshold"] == 0.4 and t["coverage"] == 1.0 and t["no_reply_shown"] == 0.0
+    assert t["precision"] == 1 / 3
