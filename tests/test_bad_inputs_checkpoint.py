@@ -1,4 +1,4 @@
-"""A bad checkpoint or port is exit 2 with a message that names the file and says what to do, never a
+"""A bad checkpoint is exit 2 with a message that names the file and says what to do, never a
 traceback; a checkpoint without a sha256 loads only when the caller trusts it.
 
     .venv/bin/python -m pytest tests/test_bad_inputs_checkpoint.py -q
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +21,6 @@ import torch
 from kdmobile.checkpoint import load_checkpoint, save_checkpoint
 from kdmobile.cli import main
 from kdmobile.errors import UsageError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -157,40 +152,3 @@ def test_bench_refuses_an_unverified_student_unless_trusted(tmp_path, capsys):
     assert main([*args, "--trust-unverified"]) == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["student"]["status"] == "ok", report["student"]  # loaded and timed in a worker process
-
-
-def _serve(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kdmobile.serve", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> tuple[Path, Path]:
-    root = tmp_path / "app"
-    dist = root / "node_modules" / "onnxruntime-web" / "dist"
-    dist.mkdir(parents=True)
-    (dist / "ort.wasm.min.mjs").write_text("export {};")
-    models = tmp_path / "bundle"
-    models.mkdir()
-    (models / "meta.json").write_text("{}")
-    return root, models
-
-
-@pytest.mark.parametrize("port", ["70000", "-1"])
-def test_serve_port_out_of_range_is_exit_2(site, tmp_path, port):
-    root, models = site
-    r = _serve(str(root), "--port", port, "--models", str(models), cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    assert f"port {port} is out of range" in r.stderr and "1-65535" in r.stderr
-    assert "Traceback" not in r.stderr
-
-
-def test_serve_port_in_use_is_exit_2(site, tmp_path):
-    root, models = site
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        r = _serve(str(root), "--port", str(port), "--models", str(models), cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    assert f"port {port} on 127.0.0.1 is already in use" in r.stderr and "Traceback" not in r.stderr

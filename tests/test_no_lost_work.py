@@ -13,17 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import TOY_CONFIG
+from test_trainer import TOY_CONFIG, _one_thread  # noqa: F401 (an autouse fixture: one thread)
 
 from kdmobile.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture
