@@ -133,7 +133,7 @@ def _verify(path: Path, meta: dict[str, Any], trust_unverified: bool) -> None:
         raise UsageError(
             f"checkpoint metadata {meta_path(path)} has {what} of {path.name}, so its weights cannot be "
             "verified: write the checkpoint with kdmobile.checkpoint.save_checkpoint, or, if you trust the "
-            "file, pass --trust-unverified (Python: trust_unverified=True)"
+            "file, pass --trust-unverified (kdmobile export, bench; Python: trust_unverified=True)"
         )
     if sha256_file(path) != digest:
         raise UsageError(

@@ -158,3 +158,41 @@ def test_resume_with_only_corrupt_checkpoints_is_an_error_that_keeps_them(tmp_pa
 def test_resume_and_overwrite_together_is_a_usage_error(tmp_path, config, capsys):
     rc, err = _distill(capsys, str(config), "-o", str(tmp_path / "r"), "--resume", "--overwrite")
     assert rc == 2 and "--resume" in err and "--overwrite" in err
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_resume_past_a_corrupt_checkpoint_under_torchrun(tmp_path, config):
+    """Rank 0 renames the corrupt checkpoint; both ranks then resume from the same older one (no hang)."""
+    import os
+    import subprocess
+    import sys
+
+    tests = Path(__file__).parent
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)]),
+    }
+
+    def torchrun(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+             "-m", "kdmobile.cli", "distill", str(config), "-o", str(run), *args],
+            capture_output=True, text=True, cwd=tests.parent, env=env, timeout=600,
+        )  # fmt: skip
+
+    run = tmp_path / "ddp"
+    first = torchrun()
+    assert first.returncode == 0, first.stderr[-3000:]
+    reference = _weights(run)
+    files = _plant(run)
+    newest = sorted((run / "checkpoints").glob("step-*"))[-1]
+    (newest / "state.safetensors").write_bytes(b"torn")
+    resumed = torchrun("--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count(f"checkpoint {newest} is corrupt") == 1  # rank 0 only
+    assert len(list(newest.parent.glob(f"{newest.name}.corrupt-*"))) == 1
+    after = _weights(run)
+    assert all(torch.equal(after[k], reference[k]) for k in reference)
+    _assert_intact(files)
