@@ -65,30 +65,39 @@ def test_a_rerun_without_resume_is_refused_and_changes_nothing(tmp_path, config,
     before = _tree(run)
     rc, err = _distill(capsys, str(config), "-o", str(run))
     assert rc == 2, err
-    assert f"{run / 'checkpoints'} already holds checkpoints" in err
+    assert f"{run} already holds an earlier run (checkpoints/step-0000035, checkpoints/step-0000039" in err
     assert "--resume" in err and "--overwrite" in err and "-o RUN_DIR" in err
     assert "Traceback" not in err
     assert _tree(run) == before  # not one file touched
     _assert_intact(files)
 
 
-def test_overwrite_moves_the_old_checkpoints_aside(tmp_path, config, capsys):
+def test_overwrite_moves_the_old_run_aside(tmp_path, config, capsys):
     run = tmp_path / "run"
-    assert _distill(capsys, str(config), "-o", str(run))[0] == 0
+    assert _distill(capsys, str(config), "-o", str(run), "--set", "train.seed=5")[0] == 0
     files = _plant(run)
-    old = {name: data for name, data in _tree(run / "checkpoints").items() if name.startswith("step-")}
-    old_latest = (run / "checkpoints" / "latest.json").read_bytes()
-    assert sorted({n.split("/")[0] for n in old}) == ["step-0000035", "step-0000039"]
-
+    old = _tree(run)
     rc, err = _distill(capsys, str(config), "-o", str(run), "--overwrite")
     assert rc == 0, err
-    aside = sorted((run / "checkpoints").glob("previous-*"))
-    assert len(aside) == 1 and str(aside[0]) in err
-    assert {n: d for n, d in _tree(aside[0]).items() if n.startswith("step-")} == old
-    assert (aside[0] / "latest.json").read_bytes() == old_latest
-    # and the new run wrote its own checkpoints beside them
+    (aside,) = run.glob("previous-*")
+    assert str(aside) in err
+    moved = ["checkpoints/latest.json", "history.json", "student.json", "student.safetensors"]
+    moved += [n for n in old if n.startswith("checkpoints/step-")]
+    assert _tree(aside) == {n: old[n] for n in moved}  # the earlier run, byte for byte, nothing else
+    # the new run (another seed) wrote its own files in their place
+    assert (run / "student.safetensors").read_bytes() != old["student.safetensors"]
     assert (run / "checkpoints" / "step-0000039" / "state.safetensors").is_file()
     _assert_intact(files)
+
+
+def test_a_student_from_elsewhere_in_the_run_dir_is_not_replaced(tmp_path, config, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "student.safetensors").write_bytes(b"someone's weights")
+    rc, err = _distill(capsys, str(config), "-o", str(run))
+    assert rc == 2 and f"{run} already holds an earlier run (student.safetensors)" in err, err
+    assert (run / "student.safetensors").read_bytes() == b"someone's weights"
+    assert not (run / "checkpoints").exists()
 
 
 def test_resume_falls_back_past_a_corrupt_checkpoint_and_keeps_it(tmp_path, config, capsys):

@@ -2,7 +2,7 @@
 
 kdmobile distill configs/mnist_quick.toml --set train.epochs=2 -o build/runs/mnist
 kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --resume
-kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --overwrite    # old checkpoints moved aside
+kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --overwrite    # the old run moved aside
 torchrun --nproc_per_node 2 -m kdmobile.cli distill configs/mnist_quick.toml -o build/runs/ddp
 """
 
@@ -41,8 +41,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="start again in a RUN_DIR that holds checkpoints: they move to RUN_DIR/checkpoints/previous-TIME/ "
-        "(without --resume or --overwrite, such a RUN_DIR is an error)",
+        help="start again in a RUN_DIR that holds an earlier run: its checkpoints, student and history move to "
+        "RUN_DIR/previous-TIME/ (without --resume or --overwrite, such a RUN_DIR is an error)",
     )
     p.set_defaults(func=run)
 

@@ -63,8 +63,8 @@ weight constraint). Runs are reproducible (``train.seed``). ``run_dir`` gets ``c
 each written atomically; RNG states, sampler position, optimizer and scheduler state), ``history.json``
 and, at the end, ``student.safetensors`` + ``student.json`` (``kdmobile.checkpoint`` format).
 ``fit(..., resume=True)`` continues from the newest checkpoint that verifies and ends with the same
-weights as an uninterrupted run. A new run into a run dir that holds checkpoints is refused unless
-``on_existing`` is ``"move"`` (they go to ``checkpoints/previous-<UTC time>/``) or ``"discard"``; the
+weights as an uninterrupted run. A new run into a run dir that holds an earlier run is refused unless
+``on_existing`` is ``"move"`` (it goes to ``run_dir/previous-<UTC time>/``) or ``"discard"``; the
 trainer never deletes a file it did not write. Under DDP only rank 0 writes.
 
 Tasks for the CLI: ``@TASKS.register("name")`` on a factory ``(args: dict, seed: int) -> Task``; the

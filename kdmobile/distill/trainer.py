@@ -15,8 +15,8 @@ Files: the trainer writes ``RUN_DIR/checkpoints/step-NNNNNNN/`` (``state.safeten
 with a ``checkpoint_version``) and ``RUN_DIR/checkpoints/latest.json``, and deletes only folders it
 recognises as its own by that name and metadata (when pruning to ``train.keep_checkpoints``, or with
 ``on_existing="discard"``), file by file, never a whole folder tree: anything else a user put there
-survives. A new run into a run dir that already holds checkpoints is an error unless it resumes or says
-what to do with them (``on_existing``). A checkpoint that fails its sha256 or cannot be read is renamed
+survives. A new run into a run dir that already holds an earlier run (checkpoints, student, history) is
+an error unless it resumes or says what to do with it (``on_existing``). A checkpoint that fails its sha256 or cannot be read is renamed
 ``step-NNNNNNN.corrupt-<UTC time>`` and reported, and ``--resume`` falls back to the newest valid one.
 
 Fault injection for tests: ``KDMOBILE_FAULT_KILL_AT_STEP=N`` makes the process SIGKILL itself right after
@@ -53,6 +53,8 @@ from kdmobile.io import atomic_path, sha256_file, write_json
 
 CHECKPOINT_VERSION = 1
 ON_EXISTING = ("error", "move", "discard")
+# What a finished run leaves in its run dir besides its checkpoints (written atomically at the end of fit).
+_RUN_OUTPUTS = ("student.safetensors", "student.json", "history.json")
 _STEP_DIR = re.compile(r"step-\d{7}")
 _STATE_FILES = ("state.safetensors", "state.json")
 _STATE_KEYS = ("checkpoint_version", "epoch", "step_in_epoch", "global_step", "sums", "count", "config",
@@ -252,10 +254,11 @@ class Distiller:
         Args:
             resume: continue from the newest valid checkpoint in ``run_dir/checkpoints`` (corrupt newer
                 ones are moved aside); an error if there is none.
-            on_existing: when not resuming, what to do with checkpoints an earlier run left in
-                ``run_dir/checkpoints``: ``"error"`` (refuse), ``"move"`` (move them into
-                ``checkpoints/previous-<UTC time>/``) or ``"discard"`` (delete them; only checkpoint
-                folders this trainer wrote, see the module docstring).
+            on_existing: when not resuming, what to do with what an earlier run left in ``run_dir``
+                (checkpoints, ``student.safetensors`` + ``.json``, ``history.json``): ``"error"`` (refuse),
+                ``"move"`` (move it all into ``run_dir/previous-<UTC time>/``) or ``"discard"`` (delete the
+                checkpoints, only folders this trainer wrote, see the module docstring; the rest is
+                replaced at the end).
 
         Raises:
             NonFiniteLossError: a loss term became NaN/inf (names step and term).
@@ -519,10 +522,10 @@ class Distiller:
         """Check the run dir, set earlier checkpoints aside as asked; return the checkpoint to resume from."""
         check_run_dir(self.run_dir, resume=resume, on_existing=on_existing)  # every rank: same verdict
         root = self.checkpoint_dir
-        if env.is_main and not resume and _own_checkpoints(root):
+        if env.is_main and not resume and _earlier_run(self.run_dir):
             if on_existing == "move":
-                dest = _move_aside(root, [*_own_checkpoints(root), root / "latest.json"])
-                self.log(f"kdmobile: --overwrite: moved the earlier checkpoints to {dest}")
+                dest = _move_aside(self.run_dir, _earlier_run(self.run_dir))
+                self.log(f"kdmobile: --overwrite: moved the earlier run to {dest}")
             else:
                 for c in _own_checkpoints(root):
                     if not _remove_checkpoint(c):
@@ -682,14 +685,14 @@ def _py_state_back(obj: list[Any]) -> tuple:
 def check_run_dir(
     run_dir: str | os.PathLike[str], *, resume: bool = False, on_existing: str = "error"
 ) -> None:
-    """Refuse, before anything is built or written, a run that would lose or ignore checkpoints.
+    """Refuse, before anything is built or written, a run that would lose an earlier run or ignore it.
 
     Read-only (``kdmobile distill`` calls it before building the task's teacher); see :meth:`Distiller.fit`
     for the arguments.
 
     Raises:
         UsageError: ``resume`` but no checkpoint folder in ``run_dir/checkpoints``; not ``resume`` and an
-            earlier run's checkpoints are there with ``on_existing="error"``; a bad ``on_existing``.
+            earlier run's files are there with ``on_existing="error"``; a bad ``on_existing``.
     """
     root = Path(run_dir) / "checkpoints"
     if on_existing not in ON_EXISTING:
@@ -704,11 +707,19 @@ def check_run_dir(
                 f"--resume: {where}: check -o RUN_DIR (the run dir the interrupted run wrote), or start a "
                 "new run without --resume"
             )
-    elif found and on_existing == "error":
+    elif on_existing == "error" and (earlier := _earlier_run(Path(run_dir))):
+        what = ", ".join(str(p.relative_to(run_dir)) for p in earlier)
         raise UsageError(
-            f"{root} already holds checkpoints of an earlier run (newest {found[-1].name}): pass --resume to "
-            "continue it, --overwrite to move them aside and start again, or choose another -o RUN_DIR"
+            f"{run_dir} already holds an earlier run ({what}): pass --resume to continue it, --overwrite to "
+            "move it to RUN_DIR/previous-<time>/ and start again, or choose another -o RUN_DIR"
         )
+
+
+def _earlier_run(run_dir: Path) -> list[Path]:
+    """What an earlier run left in ``run_dir`` that a new one would replace: checkpoints, student, history."""
+    root = run_dir / "checkpoints"
+    found = [*_own_checkpoints(root), root / "latest.json", *(run_dir / name for name in _RUN_OUTPUTS)]
+    return [p for p in found if p.exists()]
 
 
 def _own_checkpoints(root: Path) -> list[Path]:
@@ -808,12 +819,13 @@ def _rename_aside(path: Path, tag: str) -> Path:
 
 
 def _move_aside(root: Path, paths: list[Path]) -> Path:
-    """Move ``paths`` (those that exist) into a new ``root/previous-<UTC time>/``; return that folder."""
+    """Move ``paths`` (under ``root``) into a new ``root/previous-<UTC time>/``, keeping their relative
+    paths; return that folder."""
     dest = _free_name(root / f"previous-{_utc_stamp()}")
-    dest.mkdir()
     for p in paths:
-        if p.exists():
-            os.rename(p, dest / p.name)
+        target = dest / p.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(p, target)
     return dest
 
 
