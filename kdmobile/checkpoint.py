@@ -166,7 +166,7 @@ def _build(meta: dict[str, Any], mp: Path) -> nn.Module:
             "weights belong to"
         ) from None
     except TypeError as e:
-        unknown = _unexpected_keys(build_model, arch, config)
+        unknown = _unexpected_keys(arch, config)
         if unknown:
             raise UsageError(
                 f'checkpoint metadata {mp}: "model_config" has key(s) {", ".join(map(repr, unknown))} that '
@@ -178,17 +178,24 @@ def _build(meta: dict[str, Any], mp: Path) -> nn.Module:
 
 
 def _known_architectures() -> list[str]:
+    """The architecture names checkpoints can use (the one place here that reads kdmobile.models' table)."""
     from kdmobile import models
 
     return sorted(models.ARCHITECTURES)
 
 
-def _unexpected_keys(build: Any, arch: str, config: dict[str, Any]) -> list[str]:
-    """Every key of ``config`` the constructor rejects (Python names one per TypeError, so drop and retry)."""
+def _unexpected_keys(arch: str, config: dict[str, Any]) -> list[str]:
+    """Every key of ``config`` the constructor rejects (Python names one per TypeError, so drop and retry).
+
+    Asks ``build_model`` itself rather than inspecting a class, so it holds however an architecture name
+    is resolved.
+    """
+    from kdmobile.models import build_model
+
     rest, unknown = dict(config), []
     while True:
         try:
-            build(arch, **rest)
+            build_model(arch, **rest)
             return unknown
         except TypeError as e:
             m = _UNEXPECTED_KWARG.search(str(e))
