@@ -9,6 +9,7 @@ they must all survive, with their bytes, whatever the exit code.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,33 @@ def test_resume_past_a_corrupt_checkpoint_under_torchrun(tmp_path, config):
     after = _weights(run)
     assert all(torch.equal(after[k], reference[k]) for k in reference)
     _assert_intact(files)
+
+
+def test_discard_deletes_only_the_trainers_own_checkpoint_files(tmp_path, config, capsys):
+    """``on_existing="discard"`` (the build pipelines' rerun) removes its own checkpoints, file by file."""
+    from test_trainer import ToyData, ToyStudent, toy_teacher
+
+    from kdmobile import config as C
+    from kdmobile.distill import DistillConfig, Distiller
+
+    run = tmp_path / "run"
+    assert _distill(capsys, str(config), "-o", str(run))[0] == 0
+    files = _plant(run)
+    ck = run / "checkpoints"
+    files[ck / "step-0000039" / "mine.txt"] = b"mine"
+    (ck / "step-0000039" / "mine.txt").write_bytes(b"mine")
+    foreign = ck / "step-0000001"  # named like a checkpoint, but not one: no state.json of the trainer
+    foreign.mkdir()
+    files[foreign / "state.json"] = b'{"mine": true}'
+    (foreign / "state.json").write_bytes(files[foreign / "state.json"])
+
+    cfg = C.load(DistillConfig, config, ["train.epochs=1"])
+    Distiller(ToyStudent(), toy_teacher(), cfg, run_dir=run, log=lambda m: None).fit(
+        ToyData(), on_existing="discard"
+    )
+    assert not (ck / "step-0000035").exists()  # the trainer's own: gone
+    assert sorted(p.name for p in (ck / "step-0000039").iterdir()) == ["mine.txt"]  # only its state went
+    (moved,) = ck.glob("step-0000001.corrupt-*")  # not recognisably ours: renamed, not deleted
+    files = {(moved / p.name if p.parent == foreign else p): d for p, d in files.items()}
+    _assert_intact(files)
+    assert json.loads((ck / "latest.json").read_text())["checkpoint"] == "step-0000013"
