@@ -31,12 +31,13 @@ def _distill(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-def _plant(run: Path) -> dict[Path, bytes]:
-    """The user's own files in the run dir and in its checkpoints folder."""
+def _plant(run: Path, extra: dict[Path, bytes] | None = None) -> dict[Path, bytes]:
+    """The user's own files in the run dir and in its checkpoints folder (and ``extra`` ones)."""
     files = {
         run / "notes.txt": b"my notes\n",
         run / "checkpoints" / "README.txt": b"do not delete\n",
         run / "checkpoints" / "mine" / "data.bin": b"\x00\x01\x02",
+        **(extra or {}),
     }
     for path, data in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,10 +106,8 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_keeps_it(tmp_path, conf
     run = tmp_path / "run"
     assert _distill(capsys, str(config), "-o", str(run))[0] == 0
     reference = _weights(run)
-    files = _plant(run)
     ck = run / "checkpoints"
-    files[ck / "step-0000035" / "mine.txt"] = b"mine, inside a checkpoint folder"
-    (ck / "step-0000035" / "mine.txt").write_bytes(files[ck / "step-0000035" / "mine.txt"])
+    files = _plant(run, {ck / "step-0000035" / "mine.txt": b"mine, inside a checkpoint folder"})
     newest = ck / "step-0000039" / "state.safetensors"
     corrupt = bytearray(newest.read_bytes())
     corrupt[-100:] = bytes(100)  # a torn write: the tail is zeros
@@ -217,14 +216,9 @@ def test_discard_deletes_only_the_trainers_own_checkpoint_files(tmp_path, config
 
     run = tmp_path / "run"
     assert _distill(capsys, str(config), "-o", str(run))[0] == 0
-    files = _plant(run)
     ck = run / "checkpoints"
-    files[ck / "step-0000039" / "mine.txt"] = b"mine"
-    (ck / "step-0000039" / "mine.txt").write_bytes(b"mine")
     foreign = ck / "step-0000001"  # named like a checkpoint, but not one: no state.json of the trainer
-    foreign.mkdir()
-    files[foreign / "state.json"] = b'{"mine": true}'
-    (foreign / "state.json").write_bytes(files[foreign / "state.json"])
+    files = _plant(run, {ck / "step-0000039" / "mine.txt": b"mine", foreign / "state.json": b'{"mine": 1}'})
 
     cfg = C.load(DistillConfig, config, ["train.epochs=1"])
     Distiller(ToyStudent(), toy_teacher(), cfg, run_dir=run, log=lambda m: None).fit(
