@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="runtime threads during validation (default 1)")
+    p.add_argument(
+        "--trust-unverified", action="store_true", help="accept a checkpoint whose .json has no sha256"
+    )
     p.set_defaults(func=run)
 
 
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         n_calibration=args.calibration,
         seed=args.seed,
         threads=args.threads,
+        trust_unverified=args.trust_unverified,
         log=lambda m: print(m, flush=True),
     )
     print()

@@ -347,9 +347,13 @@ def export_checkpoint(
     n_calibration: int = 128,
     seed: int = 0,
     threads: int = 1,
+    trust_unverified: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Export ``checkpoint`` to the selected targets and precisions; write and return ``summary.json``."""
+    """Export ``checkpoint`` to the selected targets and precisions; write and return ``summary.json``.
+
+    ``trust_unverified`` accepts a checkpoint without a sha256 (see :func:`kdmobile.checkpoint.load_checkpoint`).
+    """
     import torch
 
     from kdmobile.checkpoint import load_checkpoint
@@ -360,7 +364,7 @@ def export_checkpoint(
     out_dir = Path(out_dir)
     plan = resolve_selection(targets, precisions, all_targets)
     checkpoint = Path(checkpoint)
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, trust_unverified=trust_unverified)
     torch.manual_seed(seed)
     spec = model_spec_for(
         model, meta, n_heldout=n_heldout, n_random=n_random, n_calibration=n_calibration, seed=seed
