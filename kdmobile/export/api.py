@@ -350,34 +350,10 @@ def read_samples(samples: Samples, inputs: Sequence[TensorSpec], what: str) -> t
 
     where = what
     if isinstance(samples, str | os.PathLike):
-        path = Path(samples)
-        where = f"{what} file {path}"
-        if not path.is_file():
-            raise UsageError(f"{where} not found")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
-            raise UsageError(f"{where} is not a readable .npz: {type(e).__name__}: {e}") from None
-        arrays.pop("labels", None)
-        names = [s.name for s in inputs]
-        positional = [f"x{i}" for i in range(len(inputs))]
-        if set(names) <= set(arrays):
-            keys = names
-        elif set(positional) <= set(arrays):
-            keys = positional
-        elif len(inputs) == 1 and len(arrays) == 1:
-            keys = list(arrays)
-        else:
-            raise UsageError(
-                f"{where} has arrays {sorted(arrays)}; expected one per model input named "
-                f"{', '.join(names)} (or {', '.join(positional)}), plus an optional 'labels'"
-            )
-        extra = sorted(set(arrays) - set(keys))
-        if extra:
-            raise UsageError(f"{where}: arrays {extra} feed no model input (inputs: {', '.join(names)})")
-        arrays_list = [arrays[k] for k in keys]
-        labels = keys
+        where = f"{what} file {samples}"
+        arrays = load_npz(samples, what)
+        labels = npz_keys(arrays, [s.name for s in inputs], where)
+        arrays_list = [arrays[k] for k in labels]
     else:
         items = samples if isinstance(samples, tuple | list) else (samples,)
         arrays_list = [
@@ -406,6 +382,49 @@ def read_samples(samples: Samples, inputs: Sequence[TensorSpec], what: str) -> t
     if not n:
         raise UsageError(f"{where} holds no samples")
     return tuple(out)
+
+
+def load_npz(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` sample file, without its optional ``labels``; UsageError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} file {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"{what} file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
+    arrays.pop("labels", None)
+    return arrays
+
+
+def npz_keys(arrays: dict[str, np.ndarray], names: Sequence[str], where: str) -> list[str]:
+    """Which array feeds each input: the input's own name, else ``x0``, ``x1``..., else the only array."""
+    positional = [f"x{i}" for i in range(len(names))]
+    if set(names) <= set(arrays):
+        keys = list(names)
+    elif set(positional) <= set(arrays):
+        keys = positional
+    elif len(names) == 1 and len(arrays) == 1:
+        keys = list(arrays)
+    else:
+        raise UsageError(
+            f"{where} has arrays {sorted(arrays)}; expected one per model input named "
+            f"{', '.join(names)} (or {', '.join(positional)}), plus an optional 'labels'"
+        )
+    extra = sorted(set(arrays) - set(keys))
+    if extra:
+        raise UsageError(f"{where}: arrays {extra} feed no model input (inputs: {', '.join(names)})")
+    return keys
+
+
+def example_from_npz(model: Any, path: str | os.PathLike[str]) -> tuple[Any, ...]:
+    """Batch-1 example inputs for ``model``: the first sample of each array of a ``.npz`` sample file."""
+    import torch
+
+    arrays = load_npz(path, "samples")
+    keys = npz_keys(arrays, forward_input_names(model, len(arrays)), f"samples file {path}")
+    return tuple(torch.from_numpy(np.ascontiguousarray(arrays[k][:1])) for k in keys)
 
 
 def synthetic_samples(examples: Sequence[np.ndarray], n: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -445,4 +464,13 @@ def _adapter_class() -> type:
     return Adapter
 
 
-__all__ = ["BuiltSpec", "build_spec", "export", "forward_input_names", "read_samples", "synthetic_samples"]
+__all__ = [
+    "BuiltSpec",
+    "build_spec",
+    "example_from_npz",
+    "export",
+    "forward_input_names",
+    "load_npz",
+    "read_samples",
+    "synthetic_samples",
+]

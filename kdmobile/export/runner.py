@@ -38,6 +38,7 @@ from kdmobile.export.base import (
     Status,
     Target,
     clean_message,
+    hints_for,
     precision_family,
     with_hint,
 )
@@ -546,7 +547,11 @@ def run_export(
                 "seed": seed,
                 **(extra_validation or {}),
             },
-            "warnings": list(warnings),
+            # a hint shared by the failures (e.g. a data-dependent shape) is said once, up front
+            "warnings": [
+                *warnings,
+                *dict.fromkeys(h for r in results if r.reason for h in hints_for(r.reason)),
+            ],
             "results": [r.to_dict(staging) for r in results],
             "bundles": bundles,
             "seconds": round(time.perf_counter() - t_all, 2),
