@@ -175,6 +175,7 @@ def export_model_file(
         out_dir=args.out,
         log=log,
         options={"ort": args.ort},
+        checkpoint=path,
         **common,
     )
     return res.summary

@@ -69,6 +69,7 @@ def export(
     seed: int = 0,
     threads: int = 1,
     options: dict[str, Any] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Export ``model`` to the selected targets and precisions; validate every artifact in its runtime.
 
@@ -90,6 +91,7 @@ def export(
         seed: seed of the synthetic inputs.
         threads: runtime threads during validation.
         options: per-target extras, e.g. ``{"ort": True}`` (onnx-web also writes ``.ort``).
+        checkpoint: the file the model was loaded from (a ``.pt2``, a checkpoint), recorded with its sha256.
 
     Returns:
         An ``ExportResult``: iterate it for the per-artifact ``Result``\\ s; ``.ok``, ``.summary``,
@@ -126,9 +128,11 @@ def export(
         from kdmobile.task import get_task
 
         task_plugin = get_task(task)
+    from kdmobile.io import sha256_file
+
     source = {
-        "source_checkpoint": None,
-        "checkpoint_sha256": None,
+        "source_checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_sha256": None if checkpoint is None else sha256_file(checkpoint),
         "weights_sha256": weights_sha256(model),
         "architecture": f"{type(model).__module__}:{type(model).__qualname__}",
         "task": task,
@@ -143,7 +147,7 @@ def export(
         bundle=bundle,
         task=task_plugin,
         meta=meta,
-        checkpoint=None,
+        checkpoint=None if checkpoint is None else Path(checkpoint),
         options=options,
         threads=threads,
         seed=seed,
