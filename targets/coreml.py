@@ -7,7 +7,8 @@
 - recurrent layers (GRU, LSTM, RNN) are decomposed into matmuls and activations first (the converter
   has no lowering for the fused ``aten.gru`` / ``aten.lstm`` ops);
 - int8: the fp16 program with int8 weight compression (``coremltools.optimize.coreml``,
-  per-channel symmetric linear quantization of every weight with >= 512 elements).
+  per-channel symmetric linear quantization of every weight with >= 512 elements; in a small model whose
+  largest weight is smaller, that largest weight and any as large, so an int8 artifact always stores int8).
 
 Integer inputs are int32 in Core ML (its multi-arrays have no int64). Prediction needs macOS: on any other
 system ``load`` raises ``RuntimeUnavailable`` with that reason and the artifact is only
@@ -98,7 +99,10 @@ class CoreMLTarget(Target):
 
                 config = cto.OptimizationConfig(
                     global_config=cto.OpLinearQuantizerConfig(
-                        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=512
+                        mode="linear_symmetric",
+                        dtype="int8",
+                        granularity="per_channel",
+                        weight_threshold=min(512, max((p.numel() for p in model.parameters()), default=512)),
                     )
                 )
                 mlmodel = cto.linear_quantize_weights(mlmodel, config)

@@ -189,3 +189,31 @@ def test_data_dependent_shape_gets_a_hint(tmp_path: Path, capsys: pytest.Capture
     summary = json.loads((out / "summary.json").read_text())
     assert any("data-dependent" in w for w in summary["warnings"])
     assert (summary["results"][0]["status"], summary["results"][0]["stage"]) == ("export_failed", "export")
+
+
+@pytest.mark.slow  # a subprocess: ~1 min on the shared 2 cores
+@pytest.mark.target("onnx-web")
+def test_sigterm_midway_leaves_no_staging_folder(tmp_path: Path) -> None:
+    """A killed export (a CI timeout sends SIGTERM) removes its staging folder; the previous export stays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path, _ = _program(tmp_path)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "kdmobile.cli", "export", str(path), "-t", "onnx-web", "-p", "fp32"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out.mkdir()
+    (out / "summary.json").write_text('{"schema_version": 1, "results": []}\n')  # a previous export
+    before = (out / "summary.json").read_bytes()
+    proc = subprocess.Popen([*argv, "-o", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".out.*.staging.tmp")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the export ended before it was stopped"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    assert (out / "summary.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2", "out"]

@@ -636,7 +636,7 @@ def format_table(summary: dict[str, Any]) -> str:
             "target",
             "precision",
             "status",
-            "top1(heldout)",
+            "top1(real)",
             "SQNR dB",
             "max|d|",
             "size KiB",
