@@ -17,6 +17,12 @@ Writing a target (``targets/mytarget.py``)::
         def export(self, model, spec, out, precision): ...   # write ``out``; return details (``flavour``)
         def load(self, path, threads=1): ...                 # -> Runtime; RuntimeUnavailable if it can't run
         def inspect(self, path): ...                         # -> (inputs, outputs) TensorSpecs of the artifact
+
+Everything else about the target lives on its class too, so the generic code never tests a target's
+name: ``op_patterns`` (how its converter names an unsupported operator), ``post_export`` (extra files,
+e.g. ``.ort``), ``flags`` (summary warnings), ``bundle_snippet`` (README lines that load and run it),
+``bundle_sidecars``, ``runtime_label``, ``runtime_dist``, ``report_order``, ``colour``, ``check_thresholds``
+(merged into ``thresholds()``, the one source ``kdmobile check`` reads) and ``tolerance_overrides``.
 """
 
 from __future__ import annotations
