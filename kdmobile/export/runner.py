@@ -593,7 +593,11 @@ def _check_out_dir(out_dir: Path) -> None:
         resolved = out_dir.resolve()
         if resolved == here or resolved in here.parents:
             raise UsageError(f"output {out_dir} contains the current folder: pick a new folder, e.g. -o out")
-        if any(out_dir.iterdir()) and not (out_dir / "summary.json").is_file():
+        from kdmobile.export.discovery import target_names
+
+        # A previous export: its summary.json, or (one interrupted before it) only target folders.
+        ours = {"summary.json", *target_names()}
+        if not (out_dir / "summary.json").is_file() and any(p.name not in ours for p in out_dir.iterdir()):
             raise UsageError(
                 f"output {out_dir} is a non-empty folder without a summary.json: an export replaces its "
                 "output folder whole, so pick a new or empty folder (or a previous export's)"
