@@ -79,15 +79,19 @@ def email_spec(
     )
 
 
-def bundle_files(spec: ModelSpec, checkpoint: Path | None) -> dict[str, Any]:
+def bundle_files(spec: ModelSpec, meta: dict[str, Any], checkpoint: Path | None) -> dict[str, Any]:
     """``tokenizer.json`` (the JS port reads it), ``replies.json`` and, when the demo wrote it beside the
-    checkpoint, ``teacher_predictions.json`` (the browser demo's teacher panel)."""
-    from kdmobile.tasks.email.tokenizer import HashTokenizer
+    checkpoint, ``teacher_predictions.json`` (the browser demo's teacher panel).
 
-    files: dict[str, Any] = {
-        "tokenizer.json": HashTokenizer(spec.metadata["tokenizer_config"]).to_json() + "\n",
-        "replies.json": REPLIES,
-    }
+    The tokenizer is the spec's (a checkpoint export) or the metadata's; without either (a model exported
+    from memory with ``task="email"``) the bundle has no ``tokenizer.json``.
+    """
+    from kdmobile.tasks.email import _tokenizer
+
+    files: dict[str, Any] = {"replies.json": REPLIES}
+    config = spec.metadata.get("tokenizer_config") or meta.get("tokenizer")
+    if config:
+        files["tokenizer.json"] = _tokenizer(config).to_json() + "\n"
     teacher = checkpoint.parent / "teacher_predictions.json" if checkpoint is not None else None
     if teacher is not None and teacher.is_file():
         files["teacher_predictions.json"] = teacher

@@ -49,7 +49,7 @@ class EmailTask(Task):
     def bundle_files(self, spec: Any, meta: dict[str, Any], checkpoint: Path | None) -> dict[str, Any]:
         from kdmobile.tasks.email.export_spec import bundle_files
 
-        return bundle_files(spec, checkpoint)
+        return bundle_files(spec, meta, checkpoint)
 
     def bundle_notes(self, spec: Any) -> str:
         from kdmobile.tasks.email.export_spec import bundle_notes
