@@ -143,14 +143,14 @@ def _verify(path: Path, meta: dict[str, Any], trust_unverified: bool) -> None:
 
 def _build(meta: dict[str, Any], mp: Path) -> nn.Module:
     """The untrained module ``meta`` describes; errors name the metadata file ``mp``."""
-    from kdmobile.models import build_model
+    from kdmobile.task import resolve_architecture
 
     arch = meta.get("architecture")
     if not isinstance(arch, str) or not arch:
         got = 'no "architecture"' if arch is None else f'a bad "architecture" ({arch!r})'
         raise UsageError(
             f"checkpoint metadata {mp} has {got}: set it to the model the weights belong to "
-            f"(valid: {', '.join(_known_architectures())})"
+            f"(valid: {', '.join(_known_architectures())}, or an importable 'package.module:Class')"
         )
     config = meta.get("model_config", {})
     if not isinstance(config, dict):
@@ -159,14 +159,15 @@ def _build(meta: dict[str, Any], mp: Path) -> nn.Module:
             f"{arch!r}, not a {type(config).__name__}"
         )
     try:
-        return build_model(arch, **config)
-    except KeyError as e:  # build_model's own message lists the valid names
+        cls = resolve_architecture(arch)  # its message lists the valid names
+    except UsageError as e:
         raise UsageError(
-            f'checkpoint metadata {mp}: {e.args[0] if e.args else e}: set "architecture" to the model the '
-            "weights belong to"
+            f'checkpoint metadata {mp}: {e}: set "architecture" to the model the weights belong to'
         ) from None
+    try:
+        return cls(**config)
     except TypeError as e:
-        unknown = _unexpected_keys(arch, config)
+        unknown = _unexpected_keys(cls, config)
         if unknown:
             raise UsageError(
                 f'checkpoint metadata {mp}: "model_config" has key(s) {", ".join(map(repr, unknown))} that '
@@ -178,24 +179,18 @@ def _build(meta: dict[str, Any], mp: Path) -> nn.Module:
 
 
 def _known_architectures() -> list[str]:
-    """The architecture names checkpoints can use (the one place here that reads kdmobile.models' table)."""
-    from kdmobile import models
+    """The bare architecture names the registered task plug-ins provide."""
+    from kdmobile.task import TASKS, discover
 
-    return sorted(models.ARCHITECTURES)
+    return sorted({a for name in discover().names() for a in TASKS.get(name).architectures})
 
 
-def _unexpected_keys(arch: str, config: dict[str, Any]) -> list[str]:
-    """Every key of ``config`` the constructor rejects (Python names one per TypeError, so drop and retry).
-
-    Asks ``build_model`` itself rather than inspecting a class, so it holds however an architecture name
-    is resolved.
-    """
-    from kdmobile.models import build_model
-
+def _unexpected_keys(cls: type[nn.Module], config: dict[str, Any]) -> list[str]:
+    """Every key of ``config`` the constructor rejects (Python names one per TypeError, so drop and retry)."""
     rest, unknown = dict(config), []
     while True:
         try:
-            build_model(arch, **rest)
+            cls(**rest)
             return unknown
         except TypeError as e:
             m = _UNEXPECTED_KWARG.search(str(e))
