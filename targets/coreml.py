@@ -48,6 +48,9 @@ class CoreMLTarget(Target):
     runtime = "Core ML (macOS/iOS)"
     requires = ("coremltools",)
     packages = ("coremltools",)
+    runtime_dist = "coremltools"
+    report_order = 1
+    colour = "#9467bd"
     precisions = ("fp32", "fp16", "int8")
     is_dir_artifact = True
 

@@ -61,6 +61,9 @@ class ExecuTorchTarget(Target):
     runtime = "executorch (XNNPACK)"
     requires = ("executorch", "torchao")
     packages = ("executorch", "torchao")
+    runtime_dist = "executorch"
+    report_order = 0
+    colour = "#1f77b4"
     precisions = ("fp32", "int8")
 
     def variants(self, precision: str) -> tuple[str | None, ...]:

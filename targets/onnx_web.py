@@ -46,6 +46,10 @@ class OnnxWebTarget(Target):
     runtime = "onnxruntime-web (wasm)"
     requires = ("onnx", "onnxscript", "onnxruntime")
     packages = ("onnx", "onnxscript", "onnxruntime")
+    runtime_dist = "onnxruntime"
+    runtime_label = "onnxruntime (Python, CPU)"
+    report_order = 3
+    colour = "#d62728"
     precisions = ("fp32", "int8")
 
     def variants(self, precision: str) -> tuple[str | None, ...]:

@@ -275,6 +275,13 @@ class Target:
     is_dir_artifact: ClassVar[bool] = False
     tolerance_overrides: ClassVar[dict[str, Tolerance]] = {}
     check_thresholds: ClassVar[dict[str, float]] = {}
+    # How the bench report shows this target: the label of its Python-side runtime (default ``runtime``),
+    # the distribution whose version is that runtime's (default ``packages[0]``), its place in tables and
+    # its plot colour.
+    runtime_label: ClassVar[str | None] = None
+    runtime_dist: ClassVar[str | None] = None
+    report_order: ClassVar[int] = 100
+    colour: ClassVar[str] = "#17becf"
 
     # -- to implement -------------------------------------------------------------------------------
     def export(
