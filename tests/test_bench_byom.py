@@ -1,0 +1,204 @@
+"""Bench and check a user's own model, without a task: a tiny CNN exported to ExecuTorch, LiteRT and ONNX
+with the existing runner, an evaluation ``.npz``, a ``.pt2`` teacher; and damaged artifacts refused.
+
+Every command runs the real CLI (``python -m kdmobile.cli``) in a subprocess, on real runtimes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytestmark = [pytest.mark.slow, pytest.mark.target("executorch"), pytest.mark.target("tflite")]
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--min-seconds", "0.2", "--min-runs", "30", "--no-browser", "--server-batch", "8"]
+
+
+class TinyCNN(nn.Module):
+    """``x: float32[B, 1, 12, 12]`` → ``logits [B, classes]`` (or a feature map without the head)."""
+
+    def __init__(self, width: int = 4, classes: int = 5, head: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3, padding=1)
+        self.head = nn.Linear(width * 36, classes) if head else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.head(h.flatten(1)) if self.head is not None else h
+
+
+def export_tiny(model: nn.Module, out: Path, eager_file: Path, targets: tuple[str, ...]) -> dict:
+    """Export ``model`` at fp32 with ``kdmobile.export.runner.export_one`` and write ``summary.json`` the way
+    ``kdmobile export`` does; the eager model is saved as a ``.pt2`` program (``eager_file``)."""
+    from kdmobile.export import discover
+    from kdmobile.export.base import ModelSpec, TensorSpec
+    from kdmobile.export.runner import SCHEMA_VERSION, export_one
+    from kdmobile.export.validate import eager_outputs
+    from kdmobile.io import sha256_file, write_json
+
+    torch.manual_seed(0)
+    model.eval()
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 1, 12, 12), dtype=np.float32)
+    with torch.inference_mode():
+        y = model(torch.from_numpy(x[:1]))
+    spec = ModelSpec(
+        task="custom",
+        inputs=[TensorSpec("x", (1, 1, 12, 12), "float32")],
+        outputs=[TensorSpec("out", tuple(y.shape), "float32")],
+        calibration=(x[:8],),
+        validation={"heldout": (x[8:],)},
+        real_split="heldout",
+    )
+    torch.export.save(torch.export.export(model, (torch.from_numpy(x[:1]),)), str(eager_file))
+    source = {
+        "source_checkpoint": str(eager_file),
+        "checkpoint_sha256": sha256_file(eager_file),
+        "architecture": None,
+        "task": None,
+    }
+    eager = eager_outputs(model, spec)
+    registry = discover()
+    results = [export_one(registry.get(t)(), model, spec, eager, "fp32", out, source=source) for t in targets]
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "architecture": None,
+        "task": None,
+        "checkpoint_sha256": source["checkpoint_sha256"],
+        "checkpoint": str(eager_file),
+        "validation": {
+            "input_specs": [s.to_dict() for s in spec.inputs],
+            "output_specs": [s.to_dict() for s in spec.outputs],
+        },
+        "results": [r.to_dict(out) for r in results],
+        "bundles": {},
+        "ok": all(r.status.value == "ok" for r in results),
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "kdmobile.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    work = tmp_path_factory.mktemp("byom")
+    torch.manual_seed(0)
+    student = TinyCNN()
+    summary = export_tiny(
+        student, work / "export", work / "student.pt2", ("executorch", "tflite", "onnx-web")
+    )
+    assert summary["ok"], [r["reason"] for r in summary["results"]]
+    torch.manual_seed(1)
+    teacher = TinyCNN(width=16).eval()
+    x = np.random.default_rng(5).random((40, 1, 12, 12), dtype=np.float32)
+    torch.export.save(torch.export.export(teacher, (torch.from_numpy(x[:1]),)), str(work / "teacher.pt2"))
+    with torch.inference_mode():
+        labels = teacher(torch.from_numpy(x)).argmax(1).numpy()
+    np.savez(work / "eval.npz", x=x, labels=labels)
+    return work
+
+
+def _entries(report: dict) -> dict[str, dict]:
+    return {e["id"]: e for e in [report["teacher"], report["student"], *report["artifacts"]] if e}
+
+
+def test_npz_and_pt2_teacher_end_to_end_then_baseline_and_check(cnn):
+    r = cli(
+        "bench", "export", "--data", "eval.npz", "--teacher", "teacher.pt2", "-o", "report", *FAST, cwd=cnn
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((cnn / "report" / "report.json").read_text())
+    entries = _entries(report)
+    teacher, student = entries["teacher"], entries["student"]
+    assert teacher["status"] == "ok" and teacher["top1"] == 1.0  # the labels are the teacher's own top-1
+    assert student["status"] == "ok" and student["path"].endswith("student.pt2")
+    arts = [e for e in report["artifacts"] if e["kind"] == "artifact"]
+    assert {e["target"] for e in arts} == {"executorch", "tflite", "onnx-web"}
+    for e in arts:
+        assert e["status"] == "ok", e["reason"]
+        assert e["details"]["sha256"] and e["n_examples"] == 40
+        # fp32 artifacts of the same program: same predictions as the eager model, close outputs.
+        assert e["top1"] == student["top1"] and e["teacher_agreement"] == student["teacher_agreement"]
+        assert e["retention"] == pytest.approx(e["top1"] / teacher["top1"])
+        fid = e["details"]["fidelity"]
+        assert fid["vs"] == "the eager model" and fid["sqnr_db"] > 60 and fid["max_abs"] < 1e-3, fid
+        assert len(e["ratio_samples"]) >= 30
+    assert report["task"] == "npz" and report["data"] == "eval.npz"
+    assert report["export_summary"]["verified_artifacts"] == 3
+    r = cli("baseline", "update", "report", "-o", "baseline.json", cwd=cnn)
+    assert r.returncode == 0, r.stderr
+    r = cli("check", "report", "--baseline", "baseline.json", cwd=cnn)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_without_the_eager_model_the_fp32_artifact_is_the_reference(cnn, tmp_path):
+    shutil.copytree(cnn / "export", tmp_path / "export")
+    shutil.copy(cnn / "eval.npz", tmp_path / "eval.npz")  # student.pt2 is not copied: no eager model here
+    r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    ref = report["reference"]["id"]
+    assert ref == "executorch/fp32/executorch (XNNPACK)", report["reference"]
+    assert report["student"]["status"] == "unavailable" and "student.pt2" in report["student"]["reason"]
+    assert report["teacher"]["status"] == "unavailable"
+    for e in report["artifacts"]:
+        assert e["status"] == "ok" and e["top1"] is not None and e["teacher_agreement"] is None
+        if e["id"] != ref:
+            assert e["details"]["fidelity"]["vs"].startswith(ref) and e["details"]["fidelity"]["sqnr_db"] > 60
+
+
+def test_a_feature_map_model_is_judged_by_fidelity(tmp_path):
+    torch.manual_seed(2)
+    export_tiny(TinyCNN(head=False), tmp_path / "export", tmp_path / "fm.pt2", ("onnx-web",))
+    x = np.random.default_rng(3).random((10, 1, 12, 12), dtype=np.float32)
+    np.savez(tmp_path / "eval.npz", x0=x)
+    r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    (e,) = [e for e in report["artifacts"] if e["kind"] == "artifact"]
+    assert e["status"] == "ok" and e["top1"] is None and e["n_examples"] is None
+    assert e["details"]["fidelity"]["sqnr_db"] > 60 and e["details"]["fidelity"]["n"] == 10
+
+
+def _flip_middle(path: Path, n: int = 4096) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2 - n // 2
+    assert len(data) > n, f"{path} is smaller than {n} bytes"
+    data[mid : mid + n] = bytes(b ^ 0xFF for b in data[mid : mid + n])
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_artifacts_are_refused_not_measured(cnn, tmp_path):
+    shutil.copytree(cnn / "export", tmp_path / "export")
+    shutil.copy(cnn / "student.pt2", tmp_path / "student.pt2")
+    shutil.copy(cnn / "eval.npz", tmp_path / "eval.npz")
+    _flip_middle(tmp_path / "export" / "tflite" / "model_fp32.tflite")
+    _flip_middle(tmp_path / "export" / "executorch" / "model_fp32.pte")
+    r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr[-2000:]
+    assert (
+        "failed here" in r.stdout and "model_fp32.tflite" in (tmp_path / "report" / "report.md").read_text()
+    )
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    entries = {e["target"]: e for e in report["artifacts"]}
+    for t in ("tflite", "executorch"):
+        e = entries[t]
+        assert e["status"] == "corrupt" and e["latency_ms"] is None, e
+        assert "sha256" in e["reason"] and "re-export" in e["reason"]
+    assert entries["onnx-web"]["status"] == "ok"
+    assert sorted(report["failures"]) == sorted(entries[t]["id"] for t in ("tflite", "executorch"))
