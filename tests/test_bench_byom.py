@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +150,12 @@ def test_npz_and_pt2_teacher_end_to_end_then_baseline_and_check(cnn):
 
 def test_without_the_eager_model_the_fp32_artifact_is_the_reference(cnn, tmp_path):
     shutil.copytree(cnn / "export", tmp_path / "export")
-    shutil.copy(cnn / "eval.npz", tmp_path / "eval.npz")  # student.pt2 is not copied: no eager model here
+    shutil.copy(cnn / "eval.npz", tmp_path / "eval.npz")
+    summary = json.loads((tmp_path / "export" / "summary.json").read_text())
+    summary["checkpoint"] = (
+        "student.pt2"  # relative to the bench's directory, where it is not: no eager model
+    )
+    (tmp_path / "export" / "summary.json").write_text(json.dumps(summary))
     r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -156,7 +163,7 @@ def test_without_the_eager_model_the_fp32_artifact_is_the_reference(cnn, tmp_pat
     assert ref == "executorch/fp32/executorch (XNNPACK)", report["reference"]
     assert report["student"]["status"] == "unavailable" and "student.pt2" in report["student"]["reason"]
     assert report["teacher"]["status"] == "unavailable"
-    for e in report["artifacts"]:
+    for e in [e for e in report["artifacts"] if e["kind"] == "artifact"]:
         assert e["status"] == "ok" and e["top1"] is not None and e["teacher_agreement"] is None
         if e["id"] != ref:
             assert e["details"]["fidelity"]["vs"].startswith(ref) and e["details"]["fidelity"]["sqnr_db"] > 60
@@ -202,3 +209,40 @@ def test_damaged_artifacts_are_refused_not_measured(cnn, tmp_path):
         assert "sha256" in e["reason"] and "re-export" in e["reason"]
     assert entries["onnx-web"]["status"] == "ok"
     assert sorted(report["failures"]) == sorted(entries[t]["id"] for t in ("tflite", "executorch"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_killed_bench_leaves_no_temp_folder_or_worker(cnn, tmp_path, sig):
+    import psutil
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)}
+    args = ["bench", "export", "--data", "eval.npz", "-o", str(tmp_path / "report"), "--no-browser"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdmobile.cli", *args, "--min-seconds", "60"],
+        cwd=cnn,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 120
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        workers = [
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if "kdmobile.harness.worker" in " ".join(p.cmdline())
+        ]
+    assert workers, "the bench never started measuring"
+    assert list(tmp.glob("kdmobile-bench-*")), "no temporary folder while measuring"
+    time.sleep(1.0)  # inside the measurement
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, (proc.returncode, err[-2000:])
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"worker processes left running: {alive}"
+    assert not list(tmp.iterdir()), f"left behind: {list(tmp.iterdir())}"
+    assert not (tmp_path / "report").exists()
