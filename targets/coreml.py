@@ -48,11 +48,11 @@ class CoreMLTarget(Target):
     runtime = "Core ML (macOS/iOS)"
     requires = ("coremltools",)
     packages = ("coremltools",)
-    runtime_dist = "coremltools"
-    report_order = 1
-    colour = "#9467bd"
     precisions = ("fp32", "fp16", "int8")
     is_dir_artifact = True
+    runtime_dist = "coremltools"
+    report_order, colour = 1, "#9467bd"
+    op_patterns = (r"Unsupported fx node (\w+)", r"lowering for Torch `(\w+)` op")
 
     def export(
         self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
@@ -126,6 +126,31 @@ class CoreMLTarget(Target):
             "spec_version": int(mspec.specificationVersion),
             "ops": ops,
         }
+
+    def bundle_snippet(self, sidecar: dict[str, Any], sidecars: dict[str, dict[str, Any]]) -> str:
+        inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+        stem = sidecar["artifact"].removesuffix(".mlpackage")
+        kind = ".int32" if inp["dtype"].startswith("int") else ".float32"
+        return f"""## iOS (Swift, Core ML)
+
+Add the `.mlpackage` to the Xcode target (Xcode compiles it to `{stem}.mlmodelc` in the app bundle).
+Minimum deployment target: iOS 16.
+
+```swift
+import CoreML
+
+let url = Bundle.main.url(forResource: "{stem}", withExtension: "mlmodelc")!
+let config = MLModelConfiguration()
+config.computeUnits = .all
+let model = try MLModel(contentsOf: url, configuration: config)
+
+let x = try MLMultiArray(shape: [{", ".join(str(d) for d in inp["shape"])}], dataType: {kind})   // `{inp["name"]}`: {inp["dtype"]}
+for (i, v) in values.enumerated() {{ x[i] = NSNumber(value: v) }}
+let input = try MLDictionaryFeatureProvider(dictionary: ["{inp["name"]}": MLFeatureValue(multiArray: x)])
+let output = try model.prediction(from: input)
+let scores = output.featureValue(for: "{out["name"]}")!.multiArrayValue!   // {out["dtype"]}{out["shape"]}
+```
+"""
 
     def runtime_availability(self) -> tuple[bool, str]:
         ok, reason = self.availability()

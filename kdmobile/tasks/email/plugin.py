@@ -27,7 +27,7 @@ class EmailTask(Task):
         return make_email_task(args, seed)
 
     def model_spec(self, model: Any, meta: dict[str, Any], **kw: Any) -> Any:
-        from kdmobile.export.specs import email_spec
+        from kdmobile.tasks.email.export_spec import email_spec
 
         return email_spec(model, meta, **kw)
 
@@ -47,4 +47,16 @@ class EmailTask(Task):
         return load_teacher(path, eval_set, threads)
 
     def bundle_files(self, spec: Any, meta: dict[str, Any], checkpoint: Path | None) -> dict[str, Any]:
-        return {}
+        from kdmobile.tasks.email.export_spec import bundle_files
+
+        return bundle_files(spec, checkpoint)
+
+    def bundle_notes(self, spec: Any) -> str:
+        from kdmobile.tasks.email.export_spec import bundle_notes
+
+        return bundle_notes(spec)
+
+    def labels(self, spec: Any, meta: dict[str, Any]) -> list[str]:
+        from kdmobile.tasks.email.export_spec import labels
+
+        return labels(spec, meta)

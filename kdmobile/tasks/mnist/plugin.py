@@ -24,7 +24,7 @@ class MnistTask(Task):
         return make_mnist_task(args, seed)
 
     def model_spec(self, model: Any, meta: dict[str, Any], **kw: Any) -> Any:
-        from kdmobile.export.specs import mnist_spec
+        from kdmobile.tasks.mnist.export_spec import mnist_spec
 
         return mnist_spec(model, meta, **kw)
 
