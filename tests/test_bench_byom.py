@@ -39,54 +39,19 @@ class TinyCNN(nn.Module):
 
 
 def export_tiny(model: nn.Module, out: Path, eager_file: Path, targets: tuple[str, ...]) -> dict:
-    """Export ``model`` at fp32 with ``kdmobile.export.runner.export_one`` and write ``summary.json`` the way
-    ``kdmobile export`` does; the eager model is saved as a ``.pt2`` program (``eager_file``)."""
-    from kdmobile.export import discover
-    from kdmobile.export.base import ModelSpec, TensorSpec
-    from kdmobile.export.runner import SCHEMA_VERSION, export_one
-    from kdmobile.export.validate import eager_outputs
-    from kdmobile.io import sha256_file, write_json
+    """Export ``model`` at fp32 with ``kdmobile.export`` (from memory: the summary names no checkpoint) and
+    save it as a ``.pt2`` program (``eager_file``), the eager model a user passes with ``--student``."""
+    import kdmobile
 
     torch.manual_seed(0)
     model.eval()
-    rng = np.random.default_rng(0)
-    x = rng.random((24, 1, 12, 12), dtype=np.float32)
-    with torch.inference_mode():
-        y = model(torch.from_numpy(x[:1]))
-    spec = ModelSpec(
-        task="custom",
-        inputs=[TensorSpec("x", (1, 1, 12, 12), "float32")],
-        outputs=[TensorSpec("out", tuple(y.shape), "float32")],
-        calibration=(x[:8],),
-        validation={"heldout": (x[8:],)},
-        real_split="heldout",
-    )
+    x = np.random.default_rng(0).random((24, 1, 12, 12), dtype=np.float32)
     torch.export.save(torch.export.export(model, (torch.from_numpy(x[:1]),)), str(eager_file))
-    source = {
-        "source_checkpoint": str(eager_file),
-        "checkpoint_sha256": sha256_file(eager_file),
-        "architecture": None,
-        "task": None,
-    }
-    eager = eager_outputs(model, spec)
-    registry = discover()
-    results = [export_one(registry.get(t)(), model, spec, eager, "fp32", out, source=source) for t in targets]
-    summary = {
-        "schema_version": SCHEMA_VERSION,
-        "architecture": None,
-        "task": None,
-        "checkpoint_sha256": source["checkpoint_sha256"],
-        "checkpoint": str(eager_file),
-        "validation": {
-            "input_specs": [s.to_dict() for s in spec.inputs],
-            "output_specs": [s.to_dict() for s in spec.outputs],
-        },
-        "results": [r.to_dict(out) for r in results],
-        "bundles": {},
-        "ok": all(r.status.value == "ok" for r in results),
-    }
-    write_json(out / "summary.json", summary)
-    return summary
+    res = kdmobile.export(
+        model, (torch.from_numpy(x[:1]),), targets=list(targets), precisions=["fp32"], calibration=(x[:8],),
+        validation=(x[8:],), out_dir=out,
+    )  # fmt: skip
+    return res.summary
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -121,8 +86,9 @@ def _entries(report: dict) -> dict[str, dict]:
 
 def test_npz_and_pt2_teacher_end_to_end_then_baseline_and_check(cnn):
     r = cli(
-        "bench", "export", "--data", "eval.npz", "--teacher", "teacher.pt2", "-o", "report", *FAST, cwd=cnn
-    )
+        "bench", "export", "--data", "eval.npz", "--student", "student.pt2", "--teacher", "teacher.pt2",
+        "-o", "report", *FAST, cwd=cnn,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((cnn / "report" / "report.json").read_text())
     entries = _entries(report)
@@ -151,17 +117,15 @@ def test_npz_and_pt2_teacher_end_to_end_then_baseline_and_check(cnn):
 def test_without_the_eager_model_the_fp32_artifact_is_the_reference(cnn, tmp_path):
     shutil.copytree(cnn / "export", tmp_path / "export")
     shutil.copy(cnn / "eval.npz", tmp_path / "eval.npz")
-    summary = json.loads((tmp_path / "export" / "summary.json").read_text())
-    summary["checkpoint"] = (
-        "student.pt2"  # relative to the bench's directory, where it is not: no eager model
-    )
-    (tmp_path / "export" / "summary.json").write_text(json.dumps(summary))
+    # An export from memory names no eager model; without --student the fp32 artifact is the reference.
     r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     ref = report["reference"]["id"]
     assert ref == "executorch/fp32/executorch (XNNPACK)", report["reference"]
-    assert report["student"]["status"] == "unavailable" and "student.pt2" in report["student"]["reason"]
+    assert (
+        report["student"]["status"] == "unavailable" and "names no eager model" in report["student"]["reason"]
+    )
     assert report["teacher"]["status"] == "unavailable"
     for e in [e for e in report["artifacts"] if e["kind"] == "artifact"]:
         assert e["status"] == "ok" and e["top1"] is not None and e["teacher_agreement"] is None
@@ -174,12 +138,21 @@ def test_a_feature_map_model_is_judged_by_fidelity(tmp_path):
     export_tiny(TinyCNN(head=False), tmp_path / "export", tmp_path / "fm.pt2", ("onnx-web",))
     x = np.random.default_rng(3).random((10, 1, 12, 12), dtype=np.float32)
     np.savez(tmp_path / "eval.npz", x0=x)
-    r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
+    r = cli(
+        "bench", "export", "--data", "eval.npz", "--student", "fm.pt2", "-o", "report", *FAST, cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     (e,) = [e for e in report["artifacts"] if e["kind"] == "artifact"]
     assert e["status"] == "ok" and e["top1"] is None and e["n_examples"] is None
     assert e["details"]["fidelity"]["sqnr_db"] > 60 and e["details"]["fidelity"]["n"] == 10
+
+
+def test_an_eager_model_that_is_not_the_exported_one_is_refused(cnn):
+    r = cli("bench", "export", "--data", "eval.npz", "--student", "teacher.pt2", "-o", "r2", *FAST, cwd=cnn)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "teacher.pt2: not the model the artifacts" in r.stderr and "weights_sha256" in r.stderr
+    assert not (cnn / "r2").exists()
 
 
 def _flip_middle(path: Path, n: int = 4096) -> None:
@@ -196,13 +169,24 @@ def test_damaged_artifacts_are_refused_not_measured(cnn, tmp_path):
     shutil.copy(cnn / "eval.npz", tmp_path / "eval.npz")
     _flip_middle(tmp_path / "export" / "tflite" / "model_fp32.tflite")
     _flip_middle(tmp_path / "export" / "executorch" / "model_fp32.pte")
-    r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
+    r = cli(
+        "bench",
+        "export",
+        "--data",
+        "eval.npz",
+        "--student",
+        "student.pt2",
+        "-o",
+        "report",
+        *FAST,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1, r.stdout + r.stderr[-2000:]
     assert (
         "failed here" in r.stdout and "model_fp32.tflite" in (tmp_path / "report" / "report.md").read_text()
     )
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    entries = {e["target"]: e for e in report["artifacts"]}
+    entries = {e["target"]: e for e in report["artifacts"] if e["kind"] == "artifact"}
     for t in ("tflite", "executorch"):
         e = entries[t]
         assert e["status"] == "corrupt" and e["latency_ms"] is None, e

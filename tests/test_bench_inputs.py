@@ -226,3 +226,35 @@ def test_baseline_from_a_report_with_no_artifacts(files):
 def test_baseline_output_that_is_a_directory(files):
     (files / "somedir").mkdir()
     refused(cli("baseline", "update", "report", "-o", "somedir", cwd=files), "-o somedir", "is a directory")
+
+
+def test_check_fails_on_an_artifact_the_bench_found_damaged(files):
+    report = _report()
+    report["artifacts"].append(
+        _entry(
+            "executorch/fp32/rt",
+            "executorch",
+            status="corrupt",
+            reason="model_fp32.pte is damaged",
+            latency_ms=None,
+        )
+    )
+    (files / "report" / "report.json").write_text(json.dumps(report))
+    r = cli("check", "report", "--baseline", "baseline.json", cwd=files)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "executorch/fp32/rt damaged" in r.stderr and "model_fp32.pte is damaged" in r.stdout
+
+
+def test_check_refuses_a_report_whose_artifacts_changed_since_the_bench(files):
+    (files / "model.onnx").write_bytes(b"benched")
+    report = _report()
+    report["artifacts"][0].update(
+        path="model.onnx", details={"sha256": hashlib.sha256(b"benched").hexdigest()}
+    )
+    (files / "report" / "report.json").write_text(json.dumps(report))
+    assert cli("check", "report", "--baseline", "baseline.json", cwd=files).returncode == 0
+    (files / "model.onnx").write_bytes(b"swapped after the bench")
+    refused(
+        cli("check", "report", "--baseline", "baseline.json", cwd=files),
+        "model.onnx changed since it was benched",
+    )

@@ -8,12 +8,14 @@
   ``status`` strings and a ``path``), else ``UsageError`` (exit 2) naming the file;
 - every ``path``/``metadata`` must stay inside the folder (no ``../x``, no absolute path, no symlink out):
   a summary is data, never a licence to read elsewhere (exit 2);
-- every artifact's sidecar must name the summary's ``checkpoint_sha256``: a folder mixing artifacts of
-  different checkpoints (a partial re-export) cannot be benched against one eager model (exit 2);
+- every artifact's sidecar must name the summary's ``checkpoint_sha256`` (for an export from memory, which
+  has no checkpoint: its ``weights_sha256``): a folder mixing artifacts of different models (a partial
+  re-export) cannot be benched against one eager model (exit 2);
 - every artifact must hash to its sidecar's ``sha256`` (and each web-bundle model to the bundle's
   ``meta.json``): a damaged file is reported as ``corrupt`` and fails the bench (exit 1), never measured;
-- the eager source (the checkpoint named by the summary, or ``--student``) must hash to the summary's
-  ``checkpoint_sha256``: a retrained checkpoint is not the model the artifacts came from (exit 2).
+- the eager source (the checkpoint named by the summary, or ``--student``: a checkpoint or a ``.pt2``
+  program) must hash to the summary's ``checkpoint_sha256`` (the file) or ``weights_sha256`` (its
+  weights): a retrained model is not the one the artifacts came from (exit 2).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class ExportFolder:
     dir: Path
     summary: dict[str, Any]
     records: list[ArtifactRecord]
-    checkpoint_sha256: str | None
+    checkpoint_sha256: str | None  # the source's identity: the summary's checkpoint_sha256 or weights_sha256
     eager: str | None  # the model the artifacts were exported from, when it is here
     eager_note: str | None = None  # why there is none
     bundle_problems: dict[str, str] = field(default_factory=dict)  # bundle model file -> problem
@@ -78,7 +80,7 @@ def validate_summary(data: Any, where: str) -> dict[str, Any]:
         raise bad("'results' must be a list")
     if data.get("validation") is not None and not isinstance(data["validation"], dict):
         raise bad("'validation' must be an object")
-    for key in ("checkpoint", "checkpoint_sha256", "task"):
+    for key in ("checkpoint", "checkpoint_sha256", "weights_sha256", "task"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise bad(f"{key!r} must be a string")
     seen = set()
@@ -109,7 +111,7 @@ def inside(root: Path, rel: str, where: str, what: str) -> Path:
     return root / p
 
 
-def _verify(rec: ArtifactRecord, root: Path, where: str, ckpt_sha: str | None) -> None:
+def _verify(rec: ArtifactRecord, root: Path, where: str, ident_key: str, ident: str | None) -> None:
     from kdmobile.export.runner import artifact_metadata_path
     from kdmobile.io import sha256_file
 
@@ -131,11 +133,11 @@ def _verify(rec: ArtifactRecord, root: Path, where: str, ckpt_sha: str | None) -
     if not isinstance(side, dict) or not isinstance(side.get("sha256"), str):
         raise UsageError(f"{meta}: not an artifact sidecar (no 'sha256' string); {REEXPORT}")
     rec.sidecar = side
-    other = side.get("checkpoint_sha256")
-    if ckpt_sha and other != ckpt_sha:
+    other = side.get(ident_key)
+    if ident and other != ident:
         raise UsageError(
-            f"{meta}: {r['target']} {r['precision']} was exported from another checkpoint (sha256 "
-            f"{str(other)[:12]}…, the summary's is {ckpt_sha[:12]}…): the folder mixes exports; {REEXPORT}"
+            f"{meta}: {r['target']} {r['precision']} was exported from another checkpoint ({ident_key} "
+            f"{str(other)[:12]}…, the summary's is {ident[:12]}…): the folder mixes exports; {REEXPORT}"
         )
     rec.sha256 = sha256_file(rec.path)
     if rec.sha256 != side["sha256"]:
@@ -165,6 +167,19 @@ def _verify_bundles(folder: ExportFolder) -> None:
                 )
 
 
+def _weights_sha256(path: str) -> str:
+    """The ``weights_sha256`` an export from memory records, of a checkpoint or ``.pt2`` program's module."""
+    from kdmobile.export.api import weights_sha256
+    from kdmobile.harness.eager import load_model
+
+    model = load_model(path)
+    if model.module is None:
+        raise UsageError(
+            f"{path}: an exported artifact is not an eager model; pass a checkpoint or a .pt2 program"
+        )
+    return weights_sha256(model.module)
+
+
 def open_export(artifacts_dir: str | Path, student: str | None = None) -> ExportFolder:
     """Read and verify an export folder (see the module docstring). Damaged artifacts are recorded in
     ``ArtifactRecord.problem``; everything else that is wrong raises ``UsageError``."""
@@ -175,7 +190,8 @@ def open_export(artifacts_dir: str | Path, student: str | None = None) -> Export
     if not path.is_file():
         raise UsageError(f"export summary not found: {path} (run `kdmobile export ... -o {root}` first)")
     summary = validate_summary(read_json(path, "the export summary"), str(path))
-    ckpt_sha = summary.get("checkpoint_sha256")
+    ident_key = "checkpoint_sha256" if summary.get("checkpoint_sha256") else "weights_sha256"
+    ident = summary.get(ident_key)
     records = []
     for r in summary["results"]:
         p = (
@@ -184,7 +200,7 @@ def open_export(artifacts_dir: str | Path, student: str | None = None) -> Export
             else None
         )
         rec = ArtifactRecord(r, p)
-        _verify(rec, root, str(path), ckpt_sha)
+        _verify(rec, root, str(path), ident_key, ident)
         records.append(rec)
     eager, note = student or summary.get("checkpoint"), None
     if not eager or not Path(eager).exists():
@@ -194,14 +210,14 @@ def open_export(artifacts_dir: str | Path, student: str | None = None) -> Export
             else f"{path} names no eager model the artifacts came from"
         )
         eager = None
-    elif ckpt_sha and Path(eager).is_file():
-        got = sha256_file(eager)
-        if got != ckpt_sha:
+    elif ident:
+        got = sha256_file(eager) if ident_key == "checkpoint_sha256" else _weights_sha256(eager)
+        if got != ident:
             raise UsageError(
-                f"{eager}: not the checkpoint the artifacts in {root} were exported from (sha256 {got[:12]}…, "
-                f"the summary's {ckpt_sha[:12]}…): pass the original with --student, or {REEXPORT}"
+                f"{eager}: not the model the artifacts in {root} were exported from ({ident_key} {got[:12]}…, "
+                f"the summary's {ident[:12]}…): pass the original with --student, or {REEXPORT}"
             )
-    folder = ExportFolder(root, summary, records, ckpt_sha, str(eager) if eager else None, note)
+    folder = ExportFolder(root, summary, records, ident, str(eager) if eager else None, note)
     _verify_bundles(folder)
     return folder
 
