@@ -230,3 +230,32 @@ def test_a_killed_bench_leaves_no_temp_folder_or_worker(cnn, tmp_path, sig):
     assert not alive, f"worker processes left running: {alive}"
     assert not list(tmp.iterdir()), f"left behind: {list(tmp.iterdir())}"
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.target("onnx-web")
+def test_bench_a_mnist_student_with_the_registered_task(tmp_path):
+    """``kdmobile bench DIR --task mnist``: the 10,000 test digits, no teacher unless given."""
+    from kdmobile.checkpoint import save_checkpoint
+    from kdmobile.export import export_checkpoint
+    from kdmobile.tasks.mnist.model import MLP
+
+    torch.manual_seed(0)
+    cfg = {"in_dim": 784, "hidden": [16], "num_classes": 10}
+    ckpt = save_checkpoint(
+        tmp_path / "mlp.safetensors",
+        MLP(**cfg),
+        architecture="mlp",
+        model_config=cfg,
+        metadata={"task": "mnist"},
+    )
+    export_checkpoint(ckpt, tmp_path / "export", targets=["onnx-web"], precisions=["fp32"], n_heldout=32)
+    r = cli("bench", "export", "--task", "mnist", "--data", "test", "-o", "report", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["task"] == "mnist" and report["n_examples"] == 10000
+    assert report["teacher"]["status"] == "unavailable" and "--teacher" in report["teacher"]["reason"]
+    (e,) = [e for e in report["artifacts"] if e["kind"] == "artifact"]
+    student = report["student"]
+    # An untrained MLP: about chance, and the fp32 artifact predicts exactly what the eager model does.
+    assert e["status"] == "ok" and 0.02 < e["top1"] < 0.3 and e["top1"] == student["top1"]
+    assert e["details"]["fidelity"]["max_abs"] < 1e-4

@@ -149,8 +149,8 @@ class _Bench:
         self.checkpoint = folder.eager  # the eager model the artifacts came from (None: not here)
         if self.checkpoint is None and not is_npz(data):
             raise UsageError(
-                f"{folder.eager_note}; run `kdmobile bench` from the directory `kdmobile export` ran in, or "
-                "pass --student PATH"
+                f"no student checkpoint: {folder.eager_note}; run `kdmobile bench` from the directory "
+                "`kdmobile export` ran in, or pass --student PATH (or bench on your own --data FILE.npz)"
             )
         is_ckpt = self.checkpoint is not None and Path(self.checkpoint).suffix not in (".pt2",)
         self.student_meta = read_metadata(self.checkpoint) if is_ckpt else {}
