@@ -89,8 +89,9 @@ class LoadedModel:
             return None
 
 
-def load_model(path: str | Path, threads: int = 1) -> LoadedModel:
-    """Load a checkpoint, a ``.pt2`` program or an exported artifact (see the module docstring).
+def load_model(path: str | Path, threads: int | None = None) -> LoadedModel:
+    """Load a checkpoint, a ``.pt2`` program or an exported artifact (see the module docstring); ``threads``
+    sets torch's (and the artifact runtime's) thread count.
 
     Raises:
         UsageError: the file is missing or none of the three.
@@ -102,11 +103,12 @@ def load_model(path: str | Path, threads: int = 1) -> LoadedModel:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"model file not found: {path}")
-    torch.set_num_threads(threads)
+    if threads is not None:  # None: leave this process's torch threads alone (a FLOP count, a hash)
+        torch.set_num_threads(threads)
     if artifact_metadata_path(path).is_file():
         from kdmobile.export import load_artifact
 
-        return LoadedModel("artifact", str(path), runtime=load_artifact(path, threads=threads))
+        return LoadedModel("artifact", str(path), runtime=load_artifact(path, threads=threads or 1))
     if path.suffix == ".pt2":
         try:
             module = torch.export.load(str(path)).module()
