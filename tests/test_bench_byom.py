@@ -118,7 +118,11 @@ def test_without_the_eager_model_the_fp32_artifact_is_the_reference(cnn, tmp_pat
     shutil.copytree(cnn / "export", tmp_path / "export")
     shutil.copy(cnn / "eval.npz", tmp_path / "eval.npz")
     # An export from memory names no eager model; without --student the fp32 artifact is the reference.
-    r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
+    # The teacher here is an exported artifact (the ONNX one: the same model, so agreement is total).
+    teacher = "export/onnx-web/model_fp32.onnx"
+    r = cli(
+        "bench", "export", "--data", "eval.npz", "--teacher", teacher, "-o", "report", *FAST, cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     ref = report["reference"]["id"]
@@ -126,9 +130,11 @@ def test_without_the_eager_model_the_fp32_artifact_is_the_reference(cnn, tmp_pat
     assert (
         report["student"]["status"] == "unavailable" and "names no eager model" in report["student"]["reason"]
     )
-    assert report["teacher"]["status"] == "unavailable"
+    assert (
+        report["teacher"]["status"] == "ok" and report["teacher"]["flavour"] == "model_fp32.onnx (artifact)"
+    )
     for e in [e for e in report["artifacts"] if e["kind"] == "artifact"]:
-        assert e["status"] == "ok" and e["top1"] is not None and e["teacher_agreement"] is None
+        assert e["status"] == "ok" and e["top1"] is not None and e["teacher_agreement"] == 1.0
         if e["id"] != ref:
             assert e["details"]["fidelity"]["vs"].startswith(ref) and e["details"]["fidelity"]["sqnr_db"] > 60
 
