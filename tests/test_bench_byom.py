@@ -132,6 +132,7 @@ def test_without_the_eager_model_the_fp32_artifact_is_the_reference(cnn, tmp_pat
     )
     assert (
         report["teacher"]["status"] == "ok" and report["teacher"]["flavour"] == "model_fp32.onnx (artifact)"
+    assert report["teacher"]["runtime"] == "onnxruntime (Python, CPU)"
     )
     for e in [e for e in report["artifacts"] if e["kind"] == "artifact"]:
         assert e["status"] == "ok" and e["top1"] is not None and e["teacher_agreement"] == 1.0

@@ -39,6 +39,7 @@ class LoadedModel:
     module: Any = None  # the torch module (checkpoint, pt2)
     runtime: Any = None  # the artifact's Runtime
     batch_independent: bool = True  # a checkpoint's module runs any batch; an exported program may not
+    label: str = "PyTorch eager"  # what runs it, as a report labels it
 
     def _tensors(self, rows: Sequence[np.ndarray]) -> tuple[Any, ...]:
         import torch
@@ -106,9 +107,13 @@ def load_model(path: str | Path, threads: int | None = None) -> LoadedModel:
     if threads is not None:  # None: leave this process's torch threads alone (a FLOP count, a hash)
         torch.set_num_threads(threads)
     if artifact_metadata_path(path).is_file():
-        from kdmobile.export import load_artifact
+        import json
 
-        return LoadedModel("artifact", str(path), runtime=load_artifact(path, threads=threads or 1))
+        from kdmobile.export import get_target, load_artifact
+
+        runtime = load_artifact(path, threads=threads or 1)
+        target = get_target(json.loads(artifact_metadata_path(path).read_text())["target"])
+        return LoadedModel("artifact", str(path), runtime=runtime, label=target.runtime_label)
     if path.suffix == ".pt2":
         try:
             module = torch.export.load(str(path)).module()
@@ -116,7 +121,9 @@ def load_model(path: str | Path, threads: int | None = None) -> LoadedModel:
             raise UsageError(
                 f"{path}: not a program written by torch.export.save ({type(e).__name__}: {e})"
             ) from None
-        return LoadedModel("pt2", str(path), module=module, batch_independent=False)
+        return LoadedModel(
+            "pt2", str(path), module=module, batch_independent=False, label="PyTorch (torch.export program)"
+        )
     from kdmobile.checkpoint import load_checkpoint, meta_path
 
     if not meta_path(path).is_file():

@@ -92,6 +92,7 @@ class TeacherModel:
     call: Callable[[list[int]], Callable[[], Any]]  # example indices -> zero-arg call on prepared inputs
     logits: Callable[[], np.ndarray]  # [N, C] over the whole eval set
     flops: Callable[[list[int]], int]
+    runtime: str = "PyTorch eager"  # what runs it, as the report labels it
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -235,7 +236,7 @@ def load_teacher(path: str | Path, eval_set: EvalSet, threads: int) -> TeacherMo
         if path.is_dir()
         else path.stat().st_size
     )
-    return TeacherModel(f"{path.name} ({model.kind})", str(path), size, call, logits, flops)
+    return TeacherModel(f"{path.name} ({model.kind})", str(path), size, call, logits, flops, model.label)
 
 
 def is_npz(data: str | None) -> bool:

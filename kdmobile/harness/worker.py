@@ -110,6 +110,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             size_bytes=teacher.size_bytes,
             flops=teacher.flops([index]),
             name=teacher.name,
+            runtime=teacher.runtime,
             path=teacher.path,
         )
         s = server.summary()
