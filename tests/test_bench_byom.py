@@ -130,10 +130,9 @@ def test_without_the_eager_model_the_fp32_artifact_is_the_reference(cnn, tmp_pat
     assert (
         report["student"]["status"] == "unavailable" and "names no eager model" in report["student"]["reason"]
     )
-    assert (
-        report["teacher"]["status"] == "ok" and report["teacher"]["flavour"] == "model_fp32.onnx (artifact)"
-    assert report["teacher"]["runtime"] == "onnxruntime (Python, CPU)"
-    )
+    teacher_entry = report["teacher"]
+    assert teacher_entry["status"] == "ok" and teacher_entry["flavour"] == "model_fp32.onnx (artifact)"
+    assert teacher_entry["runtime"] == "onnxruntime (Python, CPU)"
     for e in [e for e in report["artifacts"] if e["kind"] == "artifact"]:
         assert e["status"] == "ok" and e["top1"] is not None and e["teacher_agreement"] == 1.0
         if e["id"] != ref:
