@@ -4,8 +4,11 @@
 
 - fp32: ``compute_precision=FLOAT32`` (asked for explicitly: close comparisons need it);
 - fp16: Core ML's default ML-program compute precision;
+- recurrent layers (GRU, LSTM, RNN) are decomposed into matmuls and activations first (the converter
+  has no lowering for the fused ``aten.gru`` / ``aten.lstm`` ops);
 - int8: the fp16 program with int8 weight compression (``coremltools.optimize.coreml``,
-  per-channel symmetric linear quantization of every weight with >= 512 elements).
+  per-channel symmetric linear quantization of every weight with >= 512 elements; in a small model whose
+  largest weight is smaller, that largest weight and any as large, so an int8 artifact always stores int8).
 
 Integer inputs are int32 in Core ML (its multi-arrays have no int64). Prediction needs macOS: on any other
 system ``load`` raises ``RuntimeUnavailable`` with that reason and the artifact is only
@@ -37,6 +40,17 @@ _ARRAY_TYPES = {65568: "float32", 65600: "float64", 65552: "float16", 131104: "i
 _INT_DTYPES = {"int64": "int32", "int32": "int32"}
 
 
+def _rnn_decompositions() -> dict[Any, Any]:
+    """PyTorch's own decompositions of the fused RNN ops (``aten.gru.input``, ``lstm``, ``rnn_*``): the
+    converter's torch.export front end has no lowering for them ("Unsupported fx node gru"); every other op
+    is kept as it is."""
+    import torch
+    from torch._decomp import get_decompositions
+
+    aten = torch.ops.aten
+    return get_decompositions([aten.gru.input, aten.lstm.input, aten.rnn_tanh.input, aten.rnn_relu.input])
+
+
 def _macos_reason() -> str:
     return f"Core ML prediction needs macOS; this machine runs {platform.system()} {platform.machine()}"
 
@@ -60,7 +74,8 @@ class CoreMLTarget(Target):
         import torch
 
         with self.stage(Stage.EXPORT):
-            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False).run_decompositions({})
+            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False)
+            ep = ep.run_decompositions(_rnn_decompositions())
         with self.stage(Stage.LOWER):
             import coremltools as ct
 
@@ -84,7 +99,10 @@ class CoreMLTarget(Target):
 
                 config = cto.OptimizationConfig(
                     global_config=cto.OpLinearQuantizerConfig(
-                        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=512
+                        mode="linear_symmetric",
+                        dtype="int8",
+                        granularity="per_channel",
+                        weight_threshold=min(512, max((p.numel() for p in model.parameters()), default=513) - 1),
                     )
                 )
                 mlmodel = cto.linear_quantize_weights(mlmodel, config)

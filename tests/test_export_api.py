@@ -60,6 +60,7 @@ def test_user_module_with_dict_outputs(tmp_path: Path) -> None:
     assert summary["weights_sha256"] and summary["checkpoint_sha256"] is None
     (row,) = list(res)
     assert (row.target, row.precision, row.status.value) == ("onnx-web", "fp32", "ok")
+    assert row.details["outputs"]["total"]["max_abs"] < 1e-4  # the second output is validated too
     # the artifact, read by onnxruntime itself: names from forward's signature and the dict keys
     sess = _ort(row.path)
     assert [i.name for i in sess.get_inputs()] == ["features", "mask"]

@@ -44,34 +44,6 @@ def test_missing_capability_names_the_task():
         Bare().eval_set("heldout", {})
 
 
-def _imported_modules(path):
-    import ast
-
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            yield node.module
-
-
-def test_the_harness_imports_no_task():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1] / "kdmobile"
-    files = [
-        *(root / "harness").glob("*.py"),
-        *(root / "commands" / n for n in ("bench.py", "check.py", "baseline.py")),
-    ]
-    offenders = {
-        f"{f.relative_to(root)}: {m}"
-        for f in files
-        for m in _imported_modules(f)
-        if m.startswith("kdmobile.tasks")
-    }
-    assert len(files) > 10 and not offenders, offenders
-
-
 def test_bench_tasks_are_plugins():
     assert "selftest" in task_names()
     assert get_task("selftest").find_teacher({"teacher_checkpoint": "/no/such/file"}, None) is None

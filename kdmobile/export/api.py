@@ -69,6 +69,7 @@ def export(
     seed: int = 0,
     threads: int = 1,
     options: dict[str, Any] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Export ``model`` to the selected targets and precisions; validate every artifact in its runtime.
 
@@ -90,6 +91,7 @@ def export(
         seed: seed of the synthetic inputs.
         threads: runtime threads during validation.
         options: per-target extras, e.g. ``{"ort": True}`` (onnx-web also writes ``.ort``).
+        checkpoint: the file the model was loaded from (a ``.pt2``, a checkpoint), recorded with its sha256.
 
     Returns:
         An ``ExportResult``: iterate it for the per-artifact ``Result``\\ s; ``.ok``, ``.summary``,
@@ -126,9 +128,11 @@ def export(
         from kdmobile.task import get_task
 
         task_plugin = get_task(task)
+    from kdmobile.io import sha256_file
+
     source = {
-        "source_checkpoint": None,
-        "checkpoint_sha256": None,
+        "source_checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_sha256": None if checkpoint is None else sha256_file(checkpoint),
         "weights_sha256": weights_sha256(model),
         "architecture": f"{type(model).__module__}:{type(model).__qualname__}",
         "task": task,
@@ -143,7 +147,7 @@ def export(
         bundle=bundle,
         task=task_plugin,
         meta=meta,
-        checkpoint=None,
+        checkpoint=None if checkpoint is None else Path(checkpoint),
         options=options,
         threads=threads,
         seed=seed,
@@ -350,34 +354,10 @@ def read_samples(samples: Samples, inputs: Sequence[TensorSpec], what: str) -> t
 
     where = what
     if isinstance(samples, str | os.PathLike):
-        path = Path(samples)
-        where = f"{what} file {path}"
-        if not path.is_file():
-            raise UsageError(f"{where} not found")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
-            raise UsageError(f"{where} is not a readable .npz: {type(e).__name__}: {e}") from None
-        arrays.pop("labels", None)
-        names = [s.name for s in inputs]
-        positional = [f"x{i}" for i in range(len(inputs))]
-        if set(names) <= set(arrays):
-            keys = names
-        elif set(positional) <= set(arrays):
-            keys = positional
-        elif len(inputs) == 1 and len(arrays) == 1:
-            keys = list(arrays)
-        else:
-            raise UsageError(
-                f"{where} has arrays {sorted(arrays)}; expected one per model input named "
-                f"{', '.join(names)} (or {', '.join(positional)}), plus an optional 'labels'"
-            )
-        extra = sorted(set(arrays) - set(keys))
-        if extra:
-            raise UsageError(f"{where}: arrays {extra} feed no model input (inputs: {', '.join(names)})")
-        arrays_list = [arrays[k] for k in keys]
-        labels = keys
+        where = f"{what} file {samples}"
+        arrays = load_npz(samples, what)
+        labels = npz_keys(arrays, [s.name for s in inputs], where)
+        arrays_list = [arrays[k] for k in labels]
     else:
         items = samples if isinstance(samples, tuple | list) else (samples,)
         arrays_list = [
@@ -406,6 +386,49 @@ def read_samples(samples: Samples, inputs: Sequence[TensorSpec], what: str) -> t
     if not n:
         raise UsageError(f"{where} holds no samples")
     return tuple(out)
+
+
+def load_npz(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` sample file, without its optional ``labels``; UsageError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} file {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"{what} file {path} is not a readable .npz: {type(e).__name__}: {e}") from None
+    arrays.pop("labels", None)
+    return arrays
+
+
+def npz_keys(arrays: dict[str, np.ndarray], names: Sequence[str], where: str) -> list[str]:
+    """Which array feeds each input: the input's own name, else ``x0``, ``x1``..., else the only array."""
+    positional = [f"x{i}" for i in range(len(names))]
+    if set(names) <= set(arrays):
+        keys = list(names)
+    elif set(positional) <= set(arrays):
+        keys = positional
+    elif len(names) == 1 and len(arrays) == 1:
+        keys = list(arrays)
+    else:
+        raise UsageError(
+            f"{where} has arrays {sorted(arrays)}; expected one per model input named "
+            f"{', '.join(names)} (or {', '.join(positional)}), plus an optional 'labels'"
+        )
+    extra = sorted(set(arrays) - set(keys))
+    if extra:
+        raise UsageError(f"{where}: arrays {extra} feed no model input (inputs: {', '.join(names)})")
+    return keys
+
+
+def example_from_npz(model: Any, path: str | os.PathLike[str]) -> tuple[Any, ...]:
+    """Batch-1 example inputs for ``model``: the first sample of each array of a ``.npz`` sample file."""
+    import torch
+
+    arrays = load_npz(path, "samples")
+    keys = npz_keys(arrays, forward_input_names(model, len(arrays)), f"samples file {path}")
+    return tuple(torch.from_numpy(np.ascontiguousarray(arrays[k][:1])) for k in keys)
 
 
 def synthetic_samples(examples: Sequence[np.ndarray], n: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -445,4 +468,13 @@ def _adapter_class() -> type:
     return Adapter
 
 
-__all__ = ["BuiltSpec", "build_spec", "export", "forward_input_names", "read_samples", "synthetic_samples"]
+__all__ = [
+    "BuiltSpec",
+    "build_spec",
+    "example_from_npz",
+    "export",
+    "forward_input_names",
+    "load_npz",
+    "read_samples",
+    "synthetic_samples",
+]

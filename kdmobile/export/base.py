@@ -420,11 +420,16 @@ _HINTS = (
 )
 
 
+def hints_for(text: str) -> list[str]:
+    """The hints for a failure message whose usual cause and fix are known."""
+    return [hint for needles, hint in _HINTS if any(n in text for n in needles)]
+
+
 def with_hint(text: str) -> str:
-    """``text`` plus a hint when it is a failure whose usual cause and fix are known."""
-    for needles, hint in _HINTS:
-        if any(n in text for n in needles) and hint not in text:
-            return f"{text} ({hint})"
+    """``text`` plus its hints (once)."""
+    for hint in hints_for(text):
+        if hint not in text:
+            text = f"{text} ({hint})"
     return text
 
 

@@ -38,6 +38,7 @@ from kdmobile.export.base import (
     Status,
     Target,
     clean_message,
+    hints_for,
     precision_family,
     with_hint,
 )
@@ -163,6 +164,7 @@ def export_one(
     source: dict[str, Any],
     threads: int = 1,
     options: dict[str, Any] | None = None,
+    others: dict[str, list[Any]] | None = None,
 ) -> Result:
     """Export, validate and (only on success) write one artifact and its sidecar. Never raises ExportError.
 
@@ -170,6 +172,7 @@ def export_one(
     then dynamic); they are tried in order and the first that passes validation is kept. Every failed
     attempt is recorded under ``details.attempts`` with its stage, reason and error stats. A filesystem
     error (e.g. the target's folder is not writable) fails this artifact only, at the ``serialize`` stage.
+    ``eager`` is the reference's first output per split, ``others`` its further outputs (if any).
     """
     tol = target.tolerance(precision)
     tolerance = {
@@ -182,7 +185,7 @@ def export_one(
     variants = target.variants(precision)
     for i, variant in enumerate(variants):
         res = Result(target.name, precision, Status.OK, tolerance=tolerance)
-        _attempt(res, target, model, spec, eager, precision, out_dir, variant, threads)
+        _attempt(res, target, model, spec, eager, precision, out_dir, variant, threads, others)
         if res.stage is None or i == len(variants) - 1:
             break
         attempts.append(
@@ -241,6 +244,7 @@ def _attempt(
     out_dir: Path,
     variant: str | None,
     threads: int,
+    others: dict[str, list[Any]] | None = None,
 ) -> None:
     """One export + validation into a temporary path; renamed into place only on success."""
     from kdmobile.export.validate import validate
@@ -268,12 +272,14 @@ def _attempt(
                 res.status, res.reason = Status.VALIDATED_CONVERSION, e.reason
             else:
                 with target.stage(Stage.RUN):
-                    stats, by_split, _ = validate(
-                        runtime, spec, eager, target.tolerance(precision), target.name
+                    stats, by_split, _, rest = validate(
+                        runtime, spec, eager, target.tolerance(precision), target.name, others
                     )
                 del runtime
                 res.error_stats = stats.to_dict()
                 res.error_stats_by_split = {k: v.to_dict() for k, v in by_split.items()}
+                if rest:
+                    res.details["outputs"] = {name: s.to_dict() for name, s in rest.items()}
                 res.details.update(target.extra_validation(tmp, spec, eager, precision))
             res.seconds["validate"] = time.perf_counter() - t1
             res.inputs, res.outputs = target.inspect(tmp)
@@ -493,12 +499,14 @@ def run_export(
     swapped in whole at the end, so ``out_dir`` is either the previous export or this one, never a mix;
     an error or Ctrl-C on the way removes the staging folder and leaves ``out_dir`` as it was.
     """
-    from kdmobile.export.validate import eager_outputs
+    from kdmobile.export.validate import eager_all_outputs
 
     log = log or (lambda _msg: None)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    eager = eager_outputs(model if reference is None else reference, spec)
+    eager_all = eager_all_outputs(model if reference is None else reference, spec)
+    eager = {split: outs[0] for split, outs in eager_all.items()}
+    others = {split: outs[1:] for split, outs in eager_all.items()} if len(spec.outputs) > 1 else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # mkdir, not mkdtemp: the folder becomes out_dir, with the usual permissions (mkdtemp's are 0700)
     staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.staging.tmp"
@@ -515,7 +523,16 @@ def run_export(
                     continue
                 log(f"{target.name:<10} {p:<9} exporting ...")
                 res = export_one(
-                    target, model, spec, eager, p, staging, source=source, threads=threads, options=options
+                    target,
+                    model,
+                    spec,
+                    eager,
+                    p,
+                    staging,
+                    source=source,
+                    threads=threads,
+                    options=options,
+                    others=others,
                 )
                 results.append(res)
                 log(_line(res))
@@ -546,7 +563,11 @@ def run_export(
                 "seed": seed,
                 **(extra_validation or {}),
             },
-            "warnings": list(warnings),
+            # a hint shared by the failures (e.g. a data-dependent shape) is said once, up front
+            "warnings": [
+                *warnings,
+                *dict.fromkeys(h for r in results if r.reason for h in hints_for(r.reason)),
+            ],
             "results": [r.to_dict(staging) for r in results],
             "bundles": bundles,
             "seconds": round(time.perf_counter() - t_all, 2),
@@ -615,7 +636,7 @@ def format_table(summary: dict[str, Any]) -> str:
             "target",
             "precision",
             "status",
-            "top1(heldout)",
+            "top1(real)",
             "SQNR dB",
             "max|d|",
             "size KiB",

@@ -4,11 +4,13 @@
 
 Every artifact runs at batch 1 on every validation sample (real held-out ones and seeded random ones) and
 its outputs are compared with the eager model's outputs on the same samples. The first output is taken as
-the class scores for top-1 agreement.
+the class scores for top-1 agreement; every further output (a model returning a tuple or dict) is held to
+the same bounds except top-1 (``details.outputs`` records its statistics).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -49,30 +51,39 @@ def error_stats(reference: np.ndarray, output: np.ndarray) -> ErrorStats:
     )
 
 
-def run_samples(runtime: Runtime, samples: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Run ``runtime`` once per sample (batch 1); stack the first output of each call."""
-    n = len(samples[0])
-    outs = []
-    for k in range(n):
+def run_samples(runtime: Runtime, samples: tuple[np.ndarray, ...], n_outputs: int = 1) -> list[np.ndarray]:
+    """Run ``runtime`` once per sample (batch 1); stack each of the first ``n_outputs`` outputs."""
+    rows: list[list[np.ndarray]] = [[] for _ in range(n_outputs)]
+    for k in range(len(samples[0])):
         res = runtime(*(x[k : k + 1] for x in samples))
-        outs.append(np.asarray(res[0], dtype=np.float32))
-    return np.concatenate(outs, axis=0)
+        for i in range(n_outputs):
+            rows[i].append(np.asarray(res[i], dtype=np.float32))
+    return [np.concatenate(r, axis=0) for r in rows]
 
 
-def eager_outputs(model: Any, spec: ModelSpec) -> dict[str, np.ndarray]:
+def eager_outputs(model: Any, spec: ModelSpec, index: int = 0) -> dict[str, np.ndarray]:
     """The eager model's first output for every validation split, at batch 1 like the artifacts."""
+    return {split: outs[index] for split, outs in eager_all_outputs(model, spec, index + 1).items()}
+
+
+def eager_all_outputs(
+    model: Any, spec: ModelSpec, n_outputs: int | None = None
+) -> dict[str, list[np.ndarray]]:
+    """The eager model's first ``n_outputs`` outputs (default: all of ``spec.outputs``) per split."""
     import torch
 
-    out: dict[str, np.ndarray] = {}
+    n = len(spec.outputs) if n_outputs is None else n_outputs
+    out: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for split, samples in spec.validation.items():
-            rows = []
+            rows: list[list[np.ndarray]] = [[] for _ in range(n)]
             for k in range(len(samples[0])):
                 args = [torch.from_numpy(np.ascontiguousarray(x[k : k + 1])) for x in samples]
                 res = model(*args)
-                res = res[0] if isinstance(res, tuple | list) else res
-                rows.append(res.detach().float().numpy())
-            out[split] = np.concatenate(rows, axis=0)
+                res = list(res) if isinstance(res, tuple | list) else [res]
+                for i in range(n):
+                    rows[i].append(res[i].detach().float().numpy())
+            out[split] = [np.concatenate(r, axis=0) for r in rows]
     return out
 
 
@@ -82,20 +93,31 @@ def validate(
     eager: dict[str, np.ndarray],
     tolerance: Tolerance,
     target: str,
-) -> tuple[ErrorStats, dict[str, ErrorStats], dict[str, np.ndarray]]:
+    others: dict[str, list[np.ndarray]] | None = None,
+) -> tuple[ErrorStats, dict[str, ErrorStats], dict[str, np.ndarray], dict[str, ErrorStats]]:
     """Run every validation split through ``runtime``; raise ``MismatchError`` outside ``tolerance``.
 
-    Returns the stats over all samples, the stats per split, and the artifact's outputs per split.
-    Errors while running are raised by the caller's ``Stage.RUN`` context.
+    ``others`` holds the eager model's further outputs per split (outputs 1, 2, ...), when it has any.
+    Returns the stats over all samples, the stats per split, the artifact's first output per split, and the
+    stats of each further output by name. Errors while running are raised by the caller's ``Stage.RUN``.
     """
-    outputs = {split: run_samples(runtime, samples) for split, samples in spec.validation.items()}
+    n_out = 1 + (len(next(iter(others.values()))) if others else 0)
+    runs = {split: run_samples(runtime, samples, n_out) for split, samples in spec.validation.items()}
+    outputs = {split: outs[0] for split, outs in runs.items()}
     stats, by_split = compare(spec, eager, outputs)
+    rest: dict[str, ErrorStats] = {}
     try:
         check(stats, by_split, spec, eager, tolerance, target)
+        no_top1 = dataclasses.replace(tolerance, min_top1_agreement=0.0)  # top-1: the scores only
+        for i, name in enumerate(spec.output_names[1:n_out], start=1):
+            ref = {split: o[i - 1] for split, o in (others or {}).items()}
+            got = {split: outs[i] for split, outs in runs.items()}
+            rest[name], split_stats = compare(spec, ref, got)
+            check(rest[name], split_stats, spec, ref, no_top1, target, what=f"output {name!r}: ")
     except MismatchError as e:
         e.stats, e.by_split = stats.to_dict(), {k: v.to_dict() for k, v in by_split.items()}
         raise
-    return stats, by_split, outputs
+    return stats, by_split, outputs, rest
 
 
 def compare(
@@ -125,4 +147,13 @@ def check(
         raise MismatchError(target, f"{what}outside tolerance: " + "; ".join(problems))
 
 
-__all__ = ["Stage", "check", "compare", "eager_outputs", "error_stats", "run_samples", "validate"]
+__all__ = [
+    "Stage",
+    "check",
+    "compare",
+    "eager_all_outputs",
+    "eager_outputs",
+    "error_stats",
+    "run_samples",
+    "validate",
+]
