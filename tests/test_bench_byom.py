@@ -265,3 +265,28 @@ def test_bench_a_mnist_student_with_the_registered_task(tmp_path):
     # An untrained MLP: about chance, and the fp32 artifact predicts exactly what the eager model does.
     assert e["status"] == "ok" and 0.02 < e["top1"] < 0.3 and e["top1"] == student["top1"]
     assert e["details"]["fidelity"]["max_abs"] < 1e-4
+
+
+@pytest.mark.target("onnx-web")
+def test_an_export_that_records_its_pt2_source_is_benched_against_it(tmp_path):
+    """``kdmobile.export(..., checkpoint=model.pt2)`` names the eager model in the summary: no --student
+    needed; the same path holding another program is refused by its sha256."""
+    import kdmobile
+
+    torch.manual_seed(3)
+    model = TinyCNN().eval()
+    x = np.random.default_rng(4).random((12, 1, 12, 12), dtype=np.float32)
+    ex = (torch.from_numpy(x[:1]),)
+    torch.export.save(torch.export.export(model, ex), str(tmp_path / "model.pt2"))
+    kdmobile.export(
+        model, ex, targets=["onnx-web"], precisions=["fp32"], validation=(x,), out_dir=tmp_path / "export",
+        checkpoint=tmp_path / "model.pt2",
+    )  # fmt: skip
+    np.savez(tmp_path / "eval.npz", x=x)
+    r = cli("bench", "export", "--data", "eval.npz", "-o", "report", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["student"]["status"] == "ok" and report["reference"]["id"] == "student"
+    torch.export.save(torch.export.export(TinyCNN(width=6).eval(), ex), str(tmp_path / "model.pt2"))
+    r = cli("bench", "export", "--data", "eval.npz", "-o", "report2", *FAST, cwd=tmp_path)
+    assert r.returncode == 2 and "model.pt2: not the model the artifacts" in r.stderr, r.stderr[-2000:]

@@ -108,7 +108,7 @@ def test_artifacts_of_another_checkpoint(tmp_path):
 def test_a_checkpoint_that_is_not_the_exported_one(tmp_path):
     make_folder(tmp_path)
     (tmp_path / "student.safetensors").write_bytes(b"retrained weights")
-    refused(bench(tmp_path), "student.safetensors", "not the checkpoint", "--student")
+    refused(bench(tmp_path), "student.safetensors", "not the model the artifacts", "--student")
 
 
 def test_a_target_the_folder_does_not_hold(tmp_path):
