@@ -20,17 +20,14 @@ Python onnxruntime on every evaluation example.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +47,7 @@ from kdmobile.harness.report import (
     write_report,
 )
 from kdmobile.harness.tasks import fidelity, is_npz
+from kdmobile.interrupt import sigterm_as_interrupt
 
 # Statuses that fail a bench. ``corrupt``: the artifact's sha256 differs from its sidecar (never measured).
 FAILED = ("load_failed", "run_failed", "mismatch", "corrupt")
@@ -619,24 +617,6 @@ def _check_selection(folder: ExportFolder, options: BenchOptions) -> None:
             )
 
 
-@contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
-    """Turn SIGTERM into ``KeyboardInterrupt`` while measuring, so the clean-up runs: the worker process is
-    killed (``subprocess.run`` kills its child on any exception) and the temporary folder removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_bench(
     artifacts_dir: str | Path,
     *,
@@ -683,7 +663,9 @@ def run_bench(
     b = _Bench(folder, task, data, options, log)
     prev_threads = torch.get_num_threads()
     try:
-        with _interruptible():
+        # SIGTERM too: the worker is killed (``subprocess.run`` kills its child on any exception) and the
+        # temporary folder removed.
+        with sigterm_as_interrupt():
             b.workdir = Path(tempfile.mkdtemp(prefix="kdmobile-bench-"))
             probe_seconds = min(0.3, max(0.05, options.min_seconds / 10))  # a short bench gets a short probe
             probe = matmul_rate(options.threads, seconds=probe_seconds)
