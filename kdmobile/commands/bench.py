@@ -2,9 +2,12 @@
 
     kdmobile bench build/export --task email --data heldout -o build/report
     kdmobile bench build/export -o build/report --min-seconds 2 --no-browser      # a quick look
+    kdmobile bench my_export --data eval.npz --teacher big.pt2 -o my_report        # your model, no task
 
 Writes ``OUT/report.json`` (versioned schema), ``OUT/report.md`` and ``OUT/report.html``. Exit 1 if an
-artifact failed to load or run here, or the browser disagreed with Python (the report says which and why).
+artifact is damaged (its sha256 differs from its sidecar), failed to load or run here, or the browser
+disagreed with Python (the report says which and why); exit 2 on bad input (a malformed or mixed export
+folder, a path outside it, a ``--target`` the folder does not hold, ``-o`` naming a file).
 """
 
 from __future__ import annotations
@@ -37,9 +40,18 @@ def register(sub: Any) -> None:
     )
     p.add_argument("artifacts_dir", help="directory written by `kdmobile export` (holds summary.json)")
     p.add_argument(
-        "--task", default="email", help="task whose evaluation set and teacher to use (default: email)"
+        "--task",
+        default=None,
+        help="task plug-in (a name from the task registry or package.module:Class) whose evaluation set and "
+        "teacher to use (default: the task in summary.json; none with --data FILE.npz)",
     )
-    p.add_argument("--data", default="heldout", help="evaluation split (default: heldout)")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="SPLIT|FILE.npz",
+        help="the task's evaluation split (default: heldout), or a .npz of model inputs (named after the "
+        "inputs, or x0, x1, ...) with optional int labels [N]",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -69,7 +81,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium runs")
     p.add_argument(
-        "--teacher", default=None, metavar="PATH", help="teacher weights (default: found by the task)"
+        "--teacher",
+        default=None,
+        metavar="PATH",
+        help="the server-side reference: the task's teacher weights, a .pt2 program (torch.export.save) or "
+        "an exported artifact (default: found by the task)",
     )
     p.add_argument(
         "--student",

@@ -4,7 +4,10 @@
     kdmobile check build/report --baseline B.json --latency-pct 25 --threshold onnx-web.latency_pct=40
 
 Prints a table of what moved and by how much. See ``kdmobile/harness/check.py`` for the rules and
-docs/ci.md for wiring it into CI.
+docs/ci.md for wiring it into CI. Exit 2 on a report or baseline that is not JSON or not of the schema
+(wrong types, NaN, duplicate ids, a baseline without artifacts or ratio samples; see docs/bench.md), or
+whose artifacts changed since they were benched (their sha256 no longer matches the report); exit 1 on a
+regression or on an artifact the bench found damaged.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from kdmobile.errors import CheckFailed, UsageError
     from kdmobile.harness.check import DEFAULT_ALPHA, compare, format_table, parse_threshold_overrides
-    from kdmobile.harness.report import read_report
+    from kdmobile.harness.report import all_entries, read_report
 
     overrides = parse_threshold_overrides(args.threshold)
     for key, value in (
@@ -79,11 +82,41 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--alpha must be in (0, 1), got {alpha}")
     report = read_report(args.report)
     baseline = read_report(args.baseline)
+    verify_benched_artifacts(report, args.report)
     result = compare(report, baseline, overrides=overrides, alpha=alpha, only=args.only)
     print(format_table(result, verbose=args.verbose))
-    if not result.ok:
-        names = sorted({f"{r.entry} {r.metric}" for r in result.regressions})
+    damaged = [
+        e
+        for e in all_entries(report)
+        if e["status"] == "corrupt" and (not args.only or e["id"].startswith(tuple(args.only)))
+    ]
+    for e in damaged:
+        print(f"damaged: {e['id']}: {e.get('reason')}")
+    if not result.ok or damaged:
+        names = sorted(
+            {f"{r.entry} {r.metric}" for r in result.regressions} | {f"{e['id']} damaged" for e in damaged}
+        )
         raise CheckFailed(
-            f"{len(result.regressions)} regression(s) against {args.baseline}: {', '.join(names)}"
+            f"{len(result.regressions)} regression(s) and {len(damaged)} damaged artifact(s) against "
+            f"{args.baseline}: {', '.join(names)}"
         )
     return 0
+
+
+def verify_benched_artifacts(report: dict[str, Any], where: str) -> None:
+    """The artifacts a report measured must still be the files it measured (sha256 recorded by the bench),
+    where they are still there: a report checked against swapped artifacts would vouch for the wrong ones."""
+    from pathlib import Path
+
+    from kdmobile.errors import UsageError
+    from kdmobile.io import sha256_file
+
+    for e in report["artifacts"]:
+        sha, path = (e.get("details") or {}).get("sha256"), e.get("path")
+        if e["kind"] != "artifact" or not isinstance(sha, str) or not path or not Path(path).exists():
+            continue
+        if sha256_file(path) != sha:
+            raise UsageError(
+                f"{where}: {path} changed since it was benched (sha256 differs from the report's {e['id']}); "
+                "re-run `kdmobile bench` on the export folder"
+            )

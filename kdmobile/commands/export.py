@@ -18,8 +18,7 @@ does not import, npz arrays that do not match the inputs).
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 
@@ -114,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         # call; the summary below is what matters. KDMOBILE_VERBOSE=1 shows them.
         warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
-    with _sigterm_as_interrupt():
+    from kdmobile.interrupt import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
         summary = export_model_file(args, calibration, n_calibration, log=lambda m: print(m, flush=True))
     print()
     for w in summary.get("warnings", []):
@@ -214,24 +215,3 @@ def load_program(path: Any) -> tuple[Any, tuple[Any, ...] | None]:
             )
         example = tuple(args)
     return ep.module(), example
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI timeout, ``kill``) raises KeyboardInterrupt, so the staging folder is removed as on
-    Ctrl-C; the previous handler is restored after."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -14,6 +14,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
+from kdmobile.errors import UsageError
 from kdmobile.harness.report import ENTRY_KEYS, SCHEMA_VERSION, all_entries, read_report, validate_report
 from kdmobile.harness.stats import thin
 from kdmobile.io import write_json
@@ -42,6 +43,11 @@ def make_baseline(
 ) -> dict[str, Any]:
     """A baseline dict from a validated report dict; ``note`` (why it was taken) is shown by the check."""
     validate_report(report)
+    if not report["artifacts"]:
+        raise UsageError(
+            f"{source or 'report'}: has no artifact entries, so a baseline from it would check nothing; "
+            "bench an export folder that holds artifacts"
+        )
     teacher = report.get("teacher")
     student = report.get("student")
     return {
@@ -67,5 +73,11 @@ def make_baseline(
 
 def update_baseline(report_path: str | Path, out: str | Path, note: str | None = None) -> Path:
     """Read ``report_path`` (a report.json or its directory) and write a baseline to ``out`` atomically."""
+    if Path(out).is_dir():
+        raise UsageError(
+            f"-o {out}: is a directory; name the baseline file to write (e.g. {Path(out) / 'baseline.json'})"
+        )
     report = read_report(report_path)
-    return write_json(out, make_baseline(report, source=str(report_path), note=note))
+    baseline = make_baseline(report, source=str(report_path), note=note)
+    validate_report(baseline, f"the baseline made from {report_path}")  # never write one check cannot use
+    return write_json(out, baseline)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from kdmobile.errors import UsageError
+from kdmobile.harness.integrity import ExportFolder, open_export
 from kdmobile.harness.report import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -45,16 +46,11 @@ from kdmobile.harness.report import (
     sort_key,
     write_report,
 )
+from kdmobile.harness.tasks import fidelity, is_npz
+from kdmobile.interrupt import sigterm_as_interrupt
 
-# The distribution whose version is "the runtime's version" for each target's Python-side run.
-RUNTIME_DIST = {
-    "executorch": "executorch",
-    "tflite": "ai-edge-litert",
-    "onnx-web": "onnxruntime",
-    "coreml": "coremltools",
-}
-PY_RUNTIME_LABEL = {"onnx-web": "onnxruntime (Python, CPU)"}
-FAILED = ("load_failed", "run_failed", "mismatch")
+# Statuses that fail a bench. ``corrupt``: the artifact's sha256 differs from its sidecar (never measured).
+FAILED = ("load_failed", "run_failed", "mismatch", "corrupt")
 
 
 @dataclass
@@ -137,56 +133,71 @@ class _Bench:
     """One bench run (state shared by the steps of ``run_bench``)."""
 
     def __init__(
-        self, artifacts_dir: Path, task: str, data: str, options: BenchOptions, log: Callable[[str], None]
+        self,
+        folder: ExportFolder,
+        task: str | None,
+        data: str,
+        options: BenchOptions,
+        log: Callable[[str], None],
     ):
         from kdmobile.checkpoint import read_metadata
-        from kdmobile.export import read_summary
-        from kdmobile.harness.tasks import get_bench_task
+        from kdmobile.harness.tasks import eval_set_for
 
-        self.dir, self.task_name, self.data, self.opt, self.log = artifacts_dir, task, data, options, log
-        self.summary = read_summary(artifacts_dir)
-        ckpt = options.student or self.summary.get("checkpoint")
-        if not ckpt or not Path(ckpt).is_file():
+        self.folder, self.dir, self.summary = folder, folder.dir, folder.summary
+        self.task_name, self.data, self.opt, self.log = task, data, options, log
+        self.checkpoint = folder.eager  # the eager model the artifacts came from (None: not here)
+        if self.checkpoint is None and not is_npz(data):
             raise UsageError(
-                f"the student checkpoint {ckpt!r} named in {artifacts_dir}/summary.json is not there; "
-                "run `kdmobile bench` from the directory `kdmobile export` ran in, or pass --student PATH"
+                f"no student checkpoint: {folder.eager_note}; run `kdmobile bench` from the directory "
+                "`kdmobile export` ran in, or pass --student PATH (or bench on your own --data FILE.npz)"
             )
-        self.checkpoint = str(ckpt)
-        self.student_meta = read_metadata(ckpt)
-        self.task = get_bench_task(task)
-        self.eval_set = self.task.eval_set(data, self.student_meta)
-        self.workdir = Path(tempfile.mkdtemp(prefix="kdmobile-bench-"))
+        is_ckpt = self.checkpoint is not None and Path(self.checkpoint).suffix not in (".pt2",)
+        self.student_meta = read_metadata(self.checkpoint) if is_ckpt else {}
+        self.validation = self.summary.get("validation") or {}
+        self.eval_set = eval_set_for(task, data, self.student_meta, self.validation)
+        self.task = None
+        if task:
+            from kdmobile.task import get_task
+
+            self.task = get_task(task)
+        self.reference = self.checkpoint or self._fp32_artifact()
+        self.reference_id: str | None = "student" if self.checkpoint else None  # set for an artifact
+        self.workdir: Path | None = None  # made by run_bench, inside its clean-up
         self.versions: dict[str, Any] = {}
         self.teacher_logits: np.ndarray | None = None
         self.logits: dict[str, np.ndarray] = {}
         self.student_flops = self._student_flops()
 
+    def _fp32_artifact(self) -> str | None:
+        """With no eager model here, the first verified fp32 artifact that runs here is the reference."""
+        from kdmobile.export import discover
+
+        registry = discover()
+        for rec in sorted(
+            self.folder.records,
+            key=lambda r: registry.get(r.row["target"]).report_order if r.row["target"] in registry else 1000,
+        ):
+            r = rec.row
+            if r["status"] == "ok" and r["precision"] == "fp32" and rec.path and not rec.problem:
+                return str(rec.path)
+        return None
+
     def _student_flops(self) -> int | None:
-        import torch
+        from kdmobile.harness.eager import load_model
 
-        from kdmobile.checkpoint import load_checkpoint
-        from kdmobile.harness.machine import model_flops
-
-        model, _ = load_checkpoint(self.checkpoint, trust_unverified=self.opt.trust_unverified)
+        if self.checkpoint is None:
+            return None
         i = self.eval_set.latency_index
-        return model_flops(model, (torch.from_numpy(self.eval_set.ids[i : i + 1]),))
+        return load_model(self.checkpoint, trust_unverified=self.opt.trust_unverified).flops(
+            self.eval_set.rows([i])
+        )
 
     def reference_call(self) -> Callable[[], Any]:
-        """The eager student on the timed example, in this process (the browser runs' reference)."""
-        import torch
+        """The same-run reference on the timed example, in this process (the browser runs' reference)."""
+        from kdmobile.harness.eager import load_model
 
-        from kdmobile.checkpoint import load_checkpoint
-
-        torch.set_num_threads(self.opt.threads)
-        model, _ = load_checkpoint(self.checkpoint, trust_unverified=self.opt.trust_unverified)
-        i = self.eval_set.latency_index
-        x = torch.from_numpy(np.ascontiguousarray(self.eval_set.ids[i : i + 1]))
-
-        def ref() -> Any:
-            with torch.inference_mode():
-                return model(x)
-
-        return ref
+        model = load_model(self.reference, self.opt.threads, trust_unverified=self.opt.trust_unverified)
+        return model.call(self.eval_set.rows([self.eval_set.latency_index]))
 
     def job(self, kind: str, **extra: Any) -> dict[str, Any]:
         o = self.opt
@@ -195,7 +206,9 @@ class _Bench:
             "task": self.task_name,
             "data": self.data,
             "student_checkpoint": self.checkpoint,
+            "reference": self.reference,
             "trust_unverified": o.trust_unverified,
+            "validation": {k: self.validation.get(k) for k in ("input_specs", "output_specs")},
             "threads": o.threads,
             "server_batch": o.server_batch,
             "timing": {
@@ -232,11 +245,19 @@ class _Bench:
 
 
 def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> None:
+    """Metrics on the evaluation set (classifiers) and fidelity to the reference model's outputs."""
     if logits is None:
         return
+    ref_id = "student" if b.checkpoint else b.reference_id
+    ref = b.logits.get(ref_id)
+    if ref is not None and entry["id"] != ref_id and entry["kind"] != "teacher" and ref.shape == logits.shape:
+        what = "the eager model" if b.checkpoint else f"{ref_id} (no eager model here)"
+        entry["details"]["fidelity"] = {"vs": what, **fidelity(logits, ref)}
+    if not b.eval_set.info.get("classifier", True):
+        return
     m = b.eval_set.metrics(logits, b.teacher_logits)
-    entry["top1"] = m["top1"]
-    entry["recall_at_3"] = m["recall_at_3"]
+    entry["top1"] = m.get("top1")
+    entry["recall_at_3"] = m.get("recall_at_3")
     entry["teacher_agreement"] = m.get("teacher_agreement")
     entry["n_examples"] = int(m["n"])
     if m.get("kl") is not None:
@@ -244,8 +265,6 @@ def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> No
 
 
 def _measure_student(b: _Bench) -> dict[str, Any]:
-    b.log("bench: eager student (PyTorch) ...")
-    res, logits = run_worker(b.job("student"), b.workdir, b.opt.worker_timeout)
     e = new_entry(
         id="student",
         kind="student",
@@ -254,18 +273,27 @@ def _measure_student(b: _Bench) -> dict[str, Any]:
         runtime="PyTorch eager",
         runtime_version=_version("torch"),
         path=b.checkpoint,
-        size_bytes=_size(Path(b.checkpoint)),
         threads=b.opt.threads,
         batch=1,
         details={"role": "same-run reference"},
     )
+    if b.checkpoint is None:
+        e["status"] = "unavailable"
+        e["reason"] = (
+            f"{b.folder.eager_note}: artifacts are judged against the fp32 artifact "
+            f"{b.reference or '(none runs here)'} instead (pass --student PATH for the eager model)"
+        )
+        return e
+    b.log("bench: eager student (PyTorch) ...")
+    res, logits = run_worker(b.job("student"), b.workdir, b.opt.worker_timeout)
+    e["size_bytes"] = _size(Path(b.checkpoint))
     b.fill_measured(e, res, logits)
     e["flops"] = b.student_flops
     return e
 
 
 def _measure_teacher(b: _Bench) -> dict[str, Any]:
-    path = b.opt.teacher or b.task.find_teacher(b.student_meta, b.checkpoint)
+    path = b.opt.teacher or (b.task.find_teacher(b.student_meta, b.checkpoint) if b.task else None)
     e = new_entry(
         id="teacher",
         kind="teacher",
@@ -277,17 +305,17 @@ def _measure_teacher(b: _Bench) -> dict[str, Any]:
         batch=1,
         path=path,
     )
-    if not path or not Path(path).is_file():
+    if not path or not Path(path).exists():
         e["status"] = "unavailable"
         e["reason"] = f"no teacher weights found ({path or 'none named'}): pass --teacher PATH"
         return e
-    b.log("bench: teacher (PyTorch, batch 1 and server batch) ...")
+    b.log("bench: teacher (batch 1 and server batch) ...")
     res, logits = run_worker(b.job("teacher", teacher=str(path)), b.workdir, b.opt.worker_timeout)
     b.fill_measured(e, res, logits)
     if e["status"] == "ok":
         e["size_bytes"] = res.get("size_bytes")
         e["flops"] = res.get("flops")
-        e["runtime"] = "PyTorch eager"
+        e["runtime"] = res.get("runtime") or "PyTorch eager"
         e["flavour"] = res.get("name")
         b.teacher_logits = logits
         b.logits["teacher"] = logits
@@ -295,22 +323,23 @@ def _measure_teacher(b: _Bench) -> dict[str, Any]:
 
 
 def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
-    from kdmobile.export import discover, get_target
+    from kdmobile.export import discover
 
-    discover()
+    registry = discover()
     out = []
-    for r in b.summary.get("results", []):
-        if b.opt.targets and r["target"] not in b.opt.targets:
-            continue
-        if b.opt.precisions and r["precision"] not in b.opt.precisions:
-            continue
-        try:
-            target = get_target(r["target"])
-            label = PY_RUNTIME_LABEL.get(target.name, target.runtime)
-            dist = RUNTIME_DIST.get(target.name) or (target.packages[0] if target.packages else None)
-        except KeyError:
-            target, label, dist = None, r["target"], None
-        path = (b.dir / r["path"]) if r.get("path") else None
+    records = [
+        rec
+        for rec in b.folder.records
+        if (not b.opt.targets or rec.row["target"] in b.opt.targets)
+        and (not b.opt.precisions or rec.row["precision"] in b.opt.precisions)
+    ]
+    # With no eager model here the fp32 reference artifact goes first: the others' fidelity is judged on it.
+    records.sort(key=lambda rec: str(rec.path) != b.reference)
+    for rec in records:
+        r, path = rec.row, rec.path
+        target = registry.get(r["target"])() if r["target"] in registry else None
+        label = (target.runtime_label or target.runtime) if target else r["target"]
+        dist = (target.runtime_dist or (target.packages[0] if target.packages else None)) if target else None
         e = new_entry(
             id=entry_id(r["target"], r["precision"], label),
             kind="artifact",
@@ -325,11 +354,24 @@ def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
             size_bytes=_size(path) if path and path.exists() else r.get("size_bytes"),
             threads=b.opt.threads,
             batch=1,
-            details={"export_stage": r.get("stage"), "error_stats": r.get("error_stats")},
+            details={
+                "export_stage": r.get("stage"),
+                "error_stats": r.get("error_stats"),
+                "sha256": rec.sha256,
+            },
         )
+        if str(path) == b.reference:
+            b.reference_id = e["id"]
+        if rec.problem:
+            e["status"], e["reason"] = ("corrupt" if rec.sha256 else "load_failed"), rec.problem
+            out.append(e)
+            continue
         if r.get("status") != "ok" or path is None or target is None:
             if r.get("status") == "ok":
-                e["status"], e["reason"] = "load_failed", f"artifact {path} or its target is missing"
+                e["status"], e["reason"] = (
+                    "load_failed",
+                    f"the target {r['target']!r} of {path} is not installed",
+                )
             else:
                 e["details"]["from_export"] = True  # not measured here: the export summary's verdict
             out.append(e)
@@ -384,10 +426,23 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[st
         for e in entries.values():
             e["reason"] = f"no web bundle at {bundle} (export with --bundle)"
         return list(entries.values())
+    damaged = {e["precision"] for e in entries.values() if e["path"] in b.folder.bundle_problems}
+    for e in entries.values():
+        if e["precision"] in damaged:
+            e["status"], e["reason"] = "corrupt", b.folder.bundle_problems[e["path"]]
+    models = [(p, m) for p, m in models if p not in damaged]
+    if not models:
+        return list(entries.values())
+    if b.eval_set.texts is None:
+        for e in entries.values():
+            if e["status"] != "corrupt":
+                e["reason"] = "the in-browser run needs a text task (the page tokenises texts in JavaScript)"
+        return list(entries.values())
     ok, reason = B.availability()
     if not b.opt.browser or not ok:
         for e in entries.values():
-            e["reason"] = reason or "browser runs disabled (--no-browser)"
+            if e["status"] != "corrupt":
+                e["reason"] = reason or "browser runs disabled (--no-browser)"
         return list(entries.values())
     b.log(f"bench: onnx-web in headless Chromium ({', '.join(f'{t} thread(s)' for t in threads)}) ...")
     try:
@@ -545,56 +600,93 @@ def goals(
     return out
 
 
+def _check_output(out: str | Path | None) -> None:
+    """``-o`` must be a directory (or not exist yet): refused before anything is measured."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"-o {out}: is an existing file, not a report directory; name a directory")
+
+
+def _check_selection(folder: ExportFolder, options: BenchOptions) -> None:
+    """``--target``/precision filters must name something in the folder (else nothing would be measured)."""
+    rows = folder.summary["results"]
+    for what, wanted, have in (
+        ("target", options.targets, sorted({r["target"] for r in rows})),
+        ("precision", options.precisions, sorted({r["precision"] for r in rows})),
+    ):
+        missing = [w for w in wanted or () if w not in have]
+        if missing:
+            raise UsageError(
+                f"--{what} {', '.join(missing)}: not in {folder.dir}/summary.json, which holds "
+                f"{', '.join(have) or 'no artifacts'}"
+            )
+
+
 def run_bench(
     artifacts_dir: str | Path,
     *,
-    task: str = "email",
-    data: str = "heldout",
+    task: str | None = None,
+    data: str | None = None,
     out: str | Path | None = None,
     options: BenchOptions | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Bench everything in ``artifacts_dir`` (written by ``kdmobile export``); write the report to ``out``.
 
+    Args:
+        task: the task plug-in whose evaluation set and teacher to use (default: the summary's task, none
+            with a ``.npz`` ``data``).
+        data: the task's split (default ``heldout``) or a ``.npz`` file of model inputs and ``labels``.
+
     Returns:
         the report dict (also written as report.json/.md/.html when ``out`` is given). ``report["ok"]`` is
-        False when an entry failed here (load, run, or a browser/Python mismatch).
+        False when an entry failed here (damaged, load, run, or a browser/Python mismatch).
     """
     import shutil
-
-    import torch
-
-    from kdmobile.harness.machine import machine_info, matmul_rate, tool_versions
 
     options = options or BenchOptions()
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     artifacts_dir = Path(artifacts_dir)
     if options.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {options.threads}")
+    _check_output(out)
     if not artifacts_dir.is_dir():
         raise UsageError(
             f"artifacts directory not found: {artifacts_dir} "
             f"(run `kdmobile export CHECKPOINT --all --bundle -o {artifacts_dir}` first)"
         )
     t0 = time.perf_counter()
-    b = _Bench(artifacts_dir, task, data, options, log)
+    folder = open_export(artifacts_dir, student=options.student)
+    _check_selection(folder, options)
+    data = data or "heldout"
+    if task is None and not is_npz(data):
+        task = folder.summary.get("task")
+    import torch
+
+    from kdmobile.harness.machine import machine_info, matmul_rate, tool_versions
+
+    b = _Bench(folder, task, data, options, log)
     prev_threads = torch.get_num_threads()
     try:
-        probe_seconds = min(0.3, max(0.05, options.min_seconds / 10))  # a short bench gets a short probe
-        probe = matmul_rate(options.threads, seconds=probe_seconds)
-        student = _measure_student(b) if options.include_student else None
-        teacher = _measure_teacher(b) if options.include_teacher else None
-        for e in (teacher, student):
-            if e is not None:
+        # SIGTERM too: the worker is killed (``subprocess.run`` kills its child on any exception) and the
+        # temporary folder removed.
+        with sigterm_as_interrupt():
+            b.workdir = Path(tempfile.mkdtemp(prefix="kdmobile-bench-"))
+            probe_seconds = min(0.3, max(0.05, options.min_seconds / 10))  # a short bench gets a short probe
+            probe = matmul_rate(options.threads, seconds=probe_seconds)
+            student = _measure_student(b) if options.include_student else None
+            teacher = _measure_teacher(b) if options.include_teacher else None
+            for e in (teacher, student):
+                if e is not None:
+                    _accuracy(e, b.logits.get(e["id"]), b)
+            artifacts = _measure_artifacts(b)
+            for e in artifacts:
                 _accuracy(e, b.logits.get(e["id"]), b)
-        artifacts = _measure_artifacts(b)
-        for e in artifacts:
-            _accuracy(e, b.logits.get(e["id"]), b)
-        artifacts += _measure_browser(b, artifacts)
-        probe_end = matmul_rate(options.threads, seconds=probe_seconds)
+            artifacts += _measure_browser(b, artifacts)
+            probe_end = matmul_rate(options.threads, seconds=probe_seconds)
     finally:
         torch.set_num_threads(prev_threads)
-        shutil.rmtree(b.workdir, ignore_errors=True)
+        if b.workdir is not None:
+            shutil.rmtree(b.workdir, ignore_errors=True)
     machine = machine_info()
     gflops = float(np.median([probe["gflops"], probe_end["gflops"]]))
     machine["matmul_gflops"] = gflops
@@ -603,22 +695,27 @@ def run_bench(
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": _now(),
-        "task": task,
+        "task": b.eval_set.task,
         "data": data,
         "n_examples": int(len(b.eval_set.ids)),
         "eval_fingerprint": b.eval_set.fingerprint(),
         "artifacts_dir": str(artifacts_dir),
         "export_summary": {
             "checkpoint": b.checkpoint,
+            "checkpoint_sha256": folder.checkpoint_sha256,
             "created": b.summary.get("created"),
             "ok": b.summary.get("ok"),
+            "verified_artifacts": sum(1 for r in folder.records if r.sha256 and not r.problem),
         },
         "machine": machine,
         "versions": tool_versions(b.versions),
-        "settings": {**asdict(options), "reference": "student"},
+        "settings": {**asdict(options), "reference": b.reference_id or "none"},
         "reference": {
-            "id": "student",
-            "what": "the eager PyTorch student, same threads and input, interleaved with each entry",
+            "id": b.reference_id,
+            "what": "the eager PyTorch student, same threads and input, interleaved with each entry"
+            if b.checkpoint
+            else f"no eager model here ({b.folder.eager_note}): the fp32 artifact {b.reference_id}, same "
+            "threads and input, interleaved with each entry",
         },
         "teacher": teacher,
         "student": student,

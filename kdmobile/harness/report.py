@@ -21,6 +21,7 @@ so a report can be re-rendered or compared later without re-measuring.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -71,7 +72,6 @@ ENTRY_KEYS = (
 )
 LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std")
 OK_STATUSES = ("ok", "conversion_validated")
-TARGET_ORDER = ("executorch", "coreml", "tflite", "onnx-web")
 PRECISION_ORDER = ("fp32", "fp16", "int8", "int8-full")
 
 
@@ -101,17 +101,92 @@ def all_entries(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out + list(report.get("artifacts", []))
 
 
+@functools.cache
+def target_facts() -> dict[str, tuple[int, str]]:
+    """``{target name: (report_order, colour)}`` from the registered ``Target`` classes."""
+    from kdmobile.export import discover
+
+    registry = discover()
+    return {n: (registry.get(n).report_order, registry.get(n).colour) for n in registry.names()}
+
+
 def sort_key(entry: dict[str, Any]) -> tuple[Any, ...]:
     kinds = {"teacher": 0, "student": 1, "artifact": 2, "browser": 3}
     t = entry.get("target") or ""
     p = entry.get("precision") or ""
     return (
         kinds.get(entry.get("kind"), 9),
-        TARGET_ORDER.index(t) if t in TARGET_ORDER else len(TARGET_ORDER),
+        target_facts().get(t, (1000, ""))[0],
         t,
         PRECISION_ORDER.index(p) if p in PRECISION_ORDER else len(PRECISION_ORDER),
         entry.get("threads") or 0,
     )
+
+
+# Entry fields that must be a finite number or null (NaN/inf would make every comparison false).
+NUMBER_KEYS = (
+    "size_bytes", "load_ms", "ratio_to_reference", "ratio_to_teacher", "ratio_to_student",
+    "speedup_vs_teacher", "speedup_vs_student", "flops", "compute_floor_ms", "p50_over_floor",
+    "peak_memory_bytes", "top1", "recall_at_3", "teacher_agreement", "retention", "n_examples", "threads",
+    "batch",
+)  # fmt: skip
+STRING_KEYS = ("id", "target", "precision", "runtime", "status")
+METRIC_KEYS = ("top1", "recall_at_3", "teacher_agreement", "retention")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _validate_entry(e: Any, i: int, where: str) -> None:
+    def bad(msg: str) -> UsageError:
+        name = e.get("id") if isinstance(e, dict) and isinstance(e.get("id"), str) else f"entry {i}"
+        return UsageError(f"{where}: {name}: {msg}")
+
+    if not isinstance(e, dict):
+        raise UsageError(f"{where}: entry {i} is not a JSON object")
+    missing = [k for k in STRING_KEYS if k not in e]
+    if missing:
+        raise bad(f"lacks {', '.join(missing)}")
+    for k in STRING_KEYS:
+        if not isinstance(e[k], str):
+            raise bad(f"{k} must be a string, got {e[k]!r}")
+    for k in NUMBER_KEYS:
+        if e.get(k) is not None and not _finite(e[k]):
+            raise bad(f"{k} must be a finite number or null, got {e[k]!r}")
+    lat = e.get("latency_ms")
+    if lat is not None:
+        if not isinstance(lat, dict) or not all(_finite(lat.get(k)) for k in LATENCY_KEYS):
+            raise bad(f"latency_ms must hold finite {', '.join(LATENCY_KEYS)}, got {lat!r}")
+    samples = e.get("ratio_samples")
+    if samples is not None and (
+        not isinstance(samples, list) or not all(_finite(v) and v > 0 for v in samples)
+    ):
+        raise bad("ratio_samples must be a list of finite positive numbers")
+
+
+def _validate_baseline(report: dict[str, Any], where: str) -> None:
+    """What a baseline must hold for ``kdmobile check`` to judge against it."""
+    arts = report["artifacts"]
+    if not arts:
+        raise UsageError(
+            f"{where}: a baseline with no artifact entries checks nothing; make it from a bench report of an "
+            "export that has artifacts (`kdmobile baseline update REPORT -o FILE`)"
+        )
+    measured = [e for e in arts if e["status"] == "ok"]
+    for e in measured:
+        if e.get("latency_ms") is None:
+            raise UsageError(f"{where}: {e['id']}: status ok but latency_ms is null")
+        if not e.get("ratio_samples"):
+            raise UsageError(
+                f"{where}: {e['id']}: status ok but no ratio_samples: the latency check needs the per-run "
+                "same-run ratios (rebuild the baseline with `kdmobile baseline update`)"
+            )
+    for k in METRIC_KEYS:
+        have = [e["id"] for e in measured if e.get(k) is not None]
+        lack = [e["id"] for e in measured if e.get(k) is None]
+        if have and lack:
+            raise UsageError(f"{where}: {lack[0]}: {k} is null while {have[0]} has it")
 
 
 def validate_report(report: Any, where: str = "report") -> dict[str, Any]:
@@ -133,10 +208,22 @@ def validate_report(report: Any, where: str = "report") -> dict[str, Any]:
     for key in ("machine", "versions", "artifacts"):
         if key not in report:
             raise UsageError(f"{where}: missing {key!r}")
+    for key in ("machine", "versions"):
+        if not isinstance(report[key], dict):
+            raise UsageError(f"{where}: {key!r} must be a JSON object")
+    if not isinstance(report["artifacts"], list):
+        raise UsageError(f"{where}: 'artifacts' must be a list")
+    for key in ("teacher", "student"):
+        if report.get(key) is not None and not isinstance(report[key], dict):
+            raise UsageError(f"{where}: {key!r} must be an entry object or null")
+    seen: set[str] = set()
     for i, e in enumerate(all_entries(report)):
-        missing = [k for k in ("id", "target", "precision", "runtime", "status") if k not in e]
-        if missing:
-            raise UsageError(f"{where}: entry {i} lacks {', '.join(missing)}")
+        _validate_entry(e, i, where)
+        if e["id"] in seen:
+            raise UsageError(f"{where}: entry id {e['id']!r} appears twice; entries are matched on it")
+        seen.add(e["id"])
+    if schema == "kdmobile.baseline":
+        _validate_baseline(report, where)
     return report
 
 
@@ -149,7 +236,7 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"report not found: {path} (run `kdmobile bench ... -o DIR` first)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid JSON: {e}") from None
     return validate_report(data, str(path))
 
@@ -307,20 +394,17 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 # --- HTML + SVG ----------------------------------------------------------------------------------------
 
-PALETTE = {
-    "teacher": "#444444",
-    "student": "#8c6d31",
-    "executorch": "#1f77b4",
-    "coreml": "#9467bd",
-    "tflite": "#2ca02c",
-    "onnx-web": "#d62728",
-}
+PALETTE = {"teacher": "#444444", "student": "#8c6d31"}  # targets carry their own ``colour``
+OTHER_COLOUR = "#17becf"
+
+
+def colour_of(key: str) -> str:
+    """The plot colour of ``teacher``, ``student`` or a target name."""
+    return PALETTE.get(key) or target_facts().get(key, (0, OTHER_COLOUR))[1]
 
 
 def _colour(entry: dict[str, Any]) -> str:
-    if entry["kind"] in ("teacher", "student"):
-        return PALETTE[entry["kind"]]
-    return PALETTE.get(entry.get("target") or "", "#17becf")
+    return colour_of(entry["kind"] if entry["kind"] in ("teacher", "student") else entry.get("target") or "")
 
 
 def plot_points(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -499,7 +583,7 @@ def render_svg(report: dict[str, Any], width: int = 900, height: int = 520) -> s
         if key not in seen:
             seen.append(key)
     for key in seen:
-        colour = PALETTE.get(key, "#17becf")
+        colour = colour_of(key)
         name = {"teacher": "teacher (PyTorch)", "student": "eager student (PyTorch)"}.get(key, key)
         parts.append(
             f'<circle cx="{lx + 6}" cy="{ly}" r="6" fill="{colour}" fill-opacity="0.35" stroke="{colour}"/>'

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +40,15 @@ def _latency_dict(lat: Any) -> dict[str, Any]:
     return out
 
 
-def _reference(job: dict[str, Any], eval_ids: np.ndarray, index: int) -> Any:
-    """The eager student on the timed example: the same-run reference every entry is divided by."""
-    import torch
+def _reference(job: dict[str, Any], eval_set: Any, threads: int) -> Callable[[], Any] | None:
+    """The same-run reference on the timed example (the eager student, or with no eager model here the
+    fp32 artifact): every entry's runs are divided by its runs, interleaved. None: no reference at all."""
+    from kdmobile.harness.eager import load_model
 
-    from kdmobile.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(job["student_checkpoint"], trust_unverified=job.get("trust_unverified", False))
-    x = torch.from_numpy(np.ascontiguousarray(eval_ids[index : index + 1]))
-
-    def ref() -> Any:
-        with torch.inference_mode():
-            return model(x)
-
-    return model, ref
+    if not job.get("reference"):
+        return None
+    model = load_model(job["reference"], threads, trust_unverified=job.get("trust_unverified", False))
+    return model.call(eval_set.rows([eval_set.latency_index]))
 
 
 def _timing(job: dict[str, Any]) -> dict[str, Any]:
@@ -71,14 +67,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from kdmobile.checkpoint import read_metadata
-    from kdmobile.harness.tasks import get_bench_task
+    from kdmobile.harness.eager import load_model
+    from kdmobile.harness.tasks import eval_set_for, teacher_for
     from kdmobile.harness.timing import PeakMemory, measure_latency, timed
 
     threads = int(job["threads"])
     torch.set_num_threads(threads)
     out_dir = Path(job["out"])
-    task = get_bench_task(job["task"])
-    eval_set = task.eval_set(job["data"], read_metadata(job["student_checkpoint"]))
+    ckpt = job.get("student_checkpoint")
+    meta = read_metadata(ckpt) if ckpt and Path(ckpt).suffix != ".pt2" else {}
+    eval_set = eval_set_for(job.get("task"), job["data"], meta, job.get("validation") or {})
     index = eval_set.latency_index
     timing = _timing(job)
     result: dict[str, Any] = {"status": "ok", "reason": None, "details": {}}
@@ -86,20 +84,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     if kind == "student":
         with PeakMemory() as mem:
-            (model, ref), load_ms = timed(lambda: _reference(job, eval_set.ids, index))
-            lat = measure_latency(ref, **timing)
-        with torch.inference_mode():
-            logits = model(torch.from_numpy(eval_set.ids)).numpy()  # the eager model is batch-independent
+            model, load_ms = timed(
+                lambda: load_model(ckpt, threads, trust_unverified=job.get("trust_unverified", False))
+            )
+            lat = measure_latency(model.call(eval_set.rows([index])), **timing)
+        logits = model.predict_all(eval_set.inputs)  # the eager model is batch-independent
         result.update(load_ms=load_ms, latency=_latency_dict(lat), peak_memory_bytes=mem.peak_bytes)
         np.save(out_dir / "logits.npy", logits.astype(np.float32))
 
     elif kind == "teacher":
-        _, ref = _reference(job, eval_set.ids, index)
+        ref = _reference(job, eval_set, threads)
         with PeakMemory() as mem:  # load (cold: includes importing its framework) + batch-1 runs
-            teacher, load_ms = timed(lambda: task.load_teacher(job["teacher"], eval_set, threads))
+            teacher, load_ms = timed(lambda: teacher_for(job.get("task"), job["teacher"], eval_set, threads))
             lat = measure_latency(teacher.call([index]), reference=ref, **timing)
         logits = teacher.logits()
-        batch = min(int(job["server_batch"]), len(eval_set.texts))
+        batch = min(int(job["server_batch"]), len(eval_set))
         server = measure_latency(
             teacher.call(list(range(batch))),
             warmup_runs=2,
@@ -113,6 +112,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             size_bytes=teacher.size_bytes,
             flops=teacher.flops([index]),
             name=teacher.name,
+            runtime=teacher.runtime,
             path=teacher.path,
         )
         s = server.summary()
@@ -121,14 +121,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "latency_ms": {k: s[k] for k in ("p50", "p90", "p99", "mean", "std", "n")},
             "per_example_ms": s["p50"] / batch,
         }
-        np.save(out_dir / "logits.npy", logits.astype(np.float32))
+        np.save(out_dir / "logits.npy", np.asarray(logits, dtype=np.float32).reshape(len(eval_set), -1))
 
     elif kind == "artifact":
         from kdmobile.export import RuntimeUnavailable, discover, get_target
 
         discover()
         target = get_target(job["target"])
-        _, ref = _reference(job, eval_set.ids, index)
+        ref = _reference(job, eval_set, threads)
         path = Path(job["artifact"])
         # A first, untimed load pays the runtime's own import and start-up (an app pays that once, with
         # the library); load time and peak memory are then those of this model in a warm runtime.
@@ -146,21 +146,28 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001
                 return {**result, "status": "load_failed", "reason": f"{type(e).__name__}: {e}"}
             specs = list(getattr(runtime, "inputs", []) or [])
-            dtype = np.dtype(specs[0].dtype) if specs else eval_set.ids.dtype
-            rows = eval_set.ids.astype(dtype)
+            dtypes = [np.dtype(sp.dtype) for sp in specs] if specs else [x.dtype for x in eval_set.inputs]
+            rows = [x.astype(dt) for x, dt in zip(eval_set.inputs, dtypes, strict=False)]
             try:
-                logits = np.concatenate([np.asarray(runtime(rows[i : i + 1])[0]) for i in range(len(rows))])
-                x = np.ascontiguousarray(rows[index : index + 1])
-                lat = measure_latency(lambda: runtime(x), reference=ref, **timing)
+                logits = np.concatenate(
+                    [
+                        np.concatenate(
+                            [np.asarray(o).reshape(1, -1) for o in runtime(*[x[i : i + 1] for x in rows])], 1
+                        )
+                        for i in range(len(eval_set))
+                    ]
+                )
+                xs = [np.ascontiguousarray(x[index : index + 1]) for x in rows]
+                lat = measure_latency(lambda: runtime(*xs), reference=ref, **timing)
             except Exception as e:  # noqa: BLE001
                 return {**result, "status": "run_failed", "reason": f"{type(e).__name__}: {e}"}
         result.update(
             load_ms=load_ms,
             latency=_latency_dict(lat),
             peak_memory_bytes=mem.peak_bytes,
-            input_dtype=str(dtype),
+            input_dtype=",".join(str(dt) for dt in dtypes),
         )
-        np.save(out_dir / "logits.npy", logits.astype(np.float32).reshape(len(rows), -1))
+        np.save(out_dir / "logits.npy", logits.astype(np.float32))
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     result["os_threads"] = psutil.Process().num_threads()

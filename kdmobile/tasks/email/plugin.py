@@ -32,19 +32,19 @@ class EmailTask(Task):
         return email_spec(model, meta, **kw)
 
     def eval_set(self, data: str, student_meta: dict[str, Any]) -> Any:
-        from kdmobile.harness.tasks import EmailBench
+        from kdmobile.tasks.email.bench import email_eval_set
 
-        return EmailBench().eval_set(data, student_meta)
+        return email_eval_set(self.name, data, student_meta)
 
     def find_teacher(self, student_meta: dict[str, Any], checkpoint: str | None) -> str | None:
-        from kdmobile.harness.tasks import EmailBench
+        from kdmobile.tasks.email.bench import find_teacher
 
-        return EmailBench().find_teacher(student_meta, checkpoint)
+        return find_teacher(student_meta, checkpoint)
 
     def load_teacher(self, path: str, eval_set: Any, threads: int) -> Any:
-        from kdmobile.harness.tasks import EmailBench
+        from kdmobile.tasks.email.bench import load_teacher
 
-        return EmailBench().load_teacher(path, eval_set, threads)
+        return load_teacher(path, eval_set, threads)
 
     def bundle_files(self, spec: Any, meta: dict[str, Any], checkpoint: Path | None) -> dict[str, Any]:
         from kdmobile.tasks.email.export_spec import bundle_files

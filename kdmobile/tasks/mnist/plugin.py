@@ -27,3 +27,27 @@ class MnistTask(Task):
         from kdmobile.tasks.mnist.export_spec import mnist_spec
 
         return mnist_spec(model, meta, **kw)
+
+    def eval_set(self, data: str, student_meta: dict[str, Any]) -> Any:
+        """The MNIST test split (10,000 digits); ``heldout`` is taken to mean it too."""
+        from kdmobile.errors import UsageError
+        from kdmobile.harness.tasks import EvalSet
+        from kdmobile.tasks.mnist.data import split
+
+        if data not in ("test", "heldout"):
+            raise UsageError(f"--data {data!r}: the mnist task benches on 'test' (the 10,000 test digits)")
+        x, y = split("test")
+        return EvalSet(
+            task=self.name,
+            data="test",
+            inputs=(x.numpy(),),
+            acceptable=[[int(v)] for v in y.tolist()],
+            latency_index=0,
+            info={"n_classes": 10},
+        )
+
+    def load_teacher(self, path: str, eval_set: Any, threads: int) -> Any:
+        """A teacher given with ``--teacher``: a checkpoint, a ``.pt2`` program or an exported artifact."""
+        from kdmobile.harness.tasks import load_teacher
+
+        return load_teacher(path, eval_set, threads)

@@ -1,6 +1,6 @@
 """A small, deterministic email student and a stand-in teacher: what the harness's own tests bench.
 
-    python -m kdmobile.harness.selftest build/selftest          # train both (seconds), print the paths
+    python -m kdmobile.tasks.selftest build/selftest            # train both (seconds), print the paths
     kdmobile export build/selftest/student.safetensors --all --bundle -o build/selftest/export
     kdmobile bench build/selftest/export --task selftest -o build/selftest/report
 
@@ -11,7 +11,7 @@ machine: the committed ``baselines/selftest-<machine_class>.json`` can then be c
 export in ``make test``.
 The teacher is a real (if small) two-layer Transformer encoder over the same hashed ids, not a mock: the
 bench times it and computes agreement and retention against it exactly as for the email teacher.
-The ``selftest`` bench task uses the email task's hand-written held-out set and metrics.
+The ``selftest`` task (``plugin.py``) benches on the email task's hand-written held-out set and metrics.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdmobile.harness.tasks import EvalSet, TeacherModel, email_eval_set
+from kdmobile.harness.tasks import EvalSet, TeacherModel
 
 STUDENT_CONFIG = {"num_buckets": 4096, "dim": 32, "hidden": 64, "dropout": 0.0}
 # Pinned in full (not the tokenizer's defaults), so the committed baseline does not move when they change.
@@ -143,7 +143,7 @@ def train(
             "tokenizer": json.loads(tok.to_json()),
             "intents": intents,
             "teacher_checkpoint": str(teacher_path) if with_teacher else None,
-            "note": "kdmobile.harness.selftest student (for the harness's tests)",
+            "note": "kdmobile.tasks.selftest student (for the harness's tests)",
         },
     )
     return {"student": student_path, "teacher": teacher_path} if with_teacher else {"student": student_path}
@@ -188,7 +188,7 @@ def baseline_path(machine_class: str | None = None) -> Path:
     """``baselines/selftest-<machine_class>.json`` of this checkout."""
     from kdmobile.harness.machine import machine_class as mc
 
-    return Path(__file__).resolve().parents[2] / "baselines" / f"selftest-{machine_class or mc()}.json"
+    return Path(__file__).resolve().parents[3] / "baselines" / f"selftest-{machine_class or mc()}.json"
 
 
 def update_baseline(workdir: str | Path, out: str | Path | None = None, min_seconds: float = 3.0) -> Path:
@@ -204,7 +204,7 @@ def update_baseline(workdir: str | Path, out: str | Path | None = None, min_seco
     report = run_bench(workdir / "export", task="selftest", out=workdir / "report", options=opts)
     out = Path(out) if out else baseline_path()
     return write_json(
-        out, make_baseline(report, source="python -m kdmobile.harness.selftest --update-baseline")
+        out, make_baseline(report, source="python -m kdmobile.tasks.selftest --update-baseline")
     )
 
 
@@ -229,12 +229,13 @@ def perturb(src: str | Path, dst: str | Path, *, scale: float = 0.5, seed: int =
 
 def write_portable_pte(checkpoint: str | Path, out: str | Path) -> Path:
     """The same student as an ExecuTorch program *without* the XNNPACK delegate (portable kernels only):
-    a genuinely slower artifact of an unchanged model, for the regression tests."""
+    a genuinely slower artifact of an unchanged model, for the regression tests. A sidecar beside ``out``
+    gets the new file's sha256 and size (the bench refuses an artifact that does not match its sidecar)."""
     from executorch.exir import to_edge_transform_and_lower
 
     from kdmobile.checkpoint import load_checkpoint, read_metadata
-    from kdmobile.harness.tasks import tokenizer_from_meta
-    from kdmobile.io import atomic_path
+    from kdmobile.io import atomic_path, sha256_file, write_json
+    from kdmobile.tasks.email.bench import tokenizer_from_meta
 
     model, _ = load_checkpoint(checkpoint)
     tok = tokenizer_from_meta(read_metadata(checkpoint))
@@ -244,70 +245,64 @@ def write_portable_pte(checkpoint: str | Path, out: str | Path) -> Path:
     ).to_executorch()
     with atomic_path(out) as tmp:
         tmp.write_bytes(program.buffer)
+    sidecar = Path(out).with_name(Path(out).name + ".json")
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        meta.update(sha256=sha256_file(out), size_bytes=Path(out).stat().st_size, flavour="portable-fp32")
+        write_json(sidecar, meta)
     return Path(out)
 
 
-class SelftestBench:
-    """The ``selftest`` bench task: the email held-out set, the stand-in Transformer teacher."""
+def load_teacher(path: str, eval_set: EvalSet, threads: int) -> TeacherModel:
+    """The stand-in Transformer teacher written by ``train`` (its config is in the JSON beside it)."""
+    from safetensors.torch import load_file
 
-    name = "selftest"
+    from kdmobile.harness.machine import model_flops
 
-    def eval_set(self, data: str, student_meta: dict[str, Any]) -> EvalSet:
-        return email_eval_set(self.name, data, student_meta)
+    cfg = json.loads(Path(path).with_suffix(".json").read_text())["model_config"]
+    model = SelftestTeacher(**cfg)
+    model.load_state_dict(load_file(str(path)))
+    model.eval().requires_grad_(False)
+    ids = torch.from_numpy(eval_set.ids)
 
-    def find_teacher(self, student_meta: dict[str, Any], checkpoint: str | None) -> str | None:
-        path = student_meta.get("teacher_checkpoint")
-        return path if path and Path(path).is_file() else None
+    def trimmed(idx: list[int]) -> torch.Tensor:
+        x = ids[idx]
+        used = int((x != 0).sum(1).max().clamp(min=1))
+        return x[:, :used]  # like a server tokenizer, pad only to the longest in the batch
 
-    def load_teacher(self, path: str, eval_set: EvalSet, threads: int) -> TeacherModel:
-        from safetensors.torch import load_file
+    def call(idx: list[int]) -> Any:
+        x = trimmed(idx)
 
-        from kdmobile.harness.machine import model_flops
-
-        cfg = json.loads(Path(path).with_suffix(".json").read_text())["model_config"]
-        model = SelftestTeacher(**cfg)
-        model.load_state_dict(load_file(str(path)))
-        model.eval().requires_grad_(False)
-        ids = torch.from_numpy(eval_set.ids)
-
-        def trimmed(idx: list[int]) -> torch.Tensor:
-            x = ids[idx]
-            used = int((x != 0).sum(1).max().clamp(min=1))
-            return x[:, :used]  # like a server tokenizer, pad only to the longest in the batch
-
-        def call(idx: list[int]) -> Any:
-            x = trimmed(idx)
-
-            def run() -> Any:
-                with torch.inference_mode():
-                    return model(x)
-
-            return run
-
-        def logits() -> np.ndarray:
+        def run() -> Any:
             with torch.inference_mode():
-                return np.concatenate(
-                    [
-                        model(trimmed(list(range(s, min(s + 32, len(ids)))))).numpy()
-                        for s in range(0, len(ids), 32)
-                    ]
-                )
+                return model(x)
 
-        return TeacherModel(
-            "selftest Transformer teacher",
-            str(path),
-            Path(path).stat().st_size,
-            call,
-            logits,
-            lambda idx: model_flops(model, (trimmed(idx),)),
-        )
+        return run
+
+    def logits() -> np.ndarray:
+        with torch.inference_mode():
+            return np.concatenate(
+                [
+                    model(trimmed(list(range(s, min(s + 32, len(ids)))))).numpy()
+                    for s in range(0, len(ids), 32)
+                ]
+            )
+
+    return TeacherModel(
+        "selftest Transformer teacher",
+        str(path),
+        Path(path).stat().st_size,
+        call,
+        logits,
+        lambda idx: model_flops(model, (trimmed(idx),)),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(
-        prog="python -m kdmobile.harness.selftest", description=__doc__.split("\n\n")[0]
+        prog="python -m kdmobile.tasks.selftest", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("workdir", nargs="?", default="build/selftest")
     ap.add_argument(
