@@ -132,15 +132,16 @@ def test_export_trust_unverified_flag_exports_it(good, tmp_path, capsys):
 
 
 def test_bench_refuses_an_unverified_student_unless_trusted(tmp_path, capsys):
-    from kdmobile.harness import selftest
+    from kdmobile.tasks.selftest import fixture as selftest
 
     student = selftest.train(tmp_path / "st", epochs=1, with_teacher=False)["student"]
     meta = json.loads(student.with_suffix(".json").read_text())
-    del meta["sha256"]
+    meta_sha = meta.pop("sha256")
     student.with_suffix(".json").write_text(json.dumps(meta))
     artifacts = tmp_path / "export"  # an export with no artifacts: the bench measures the eager student
     artifacts.mkdir()
-    (artifacts / "summary.json").write_text(json.dumps({"schema_version": 1, "checkpoint": str(student)}))
+    summary = {"schema_version": 1, "checkpoint": str(student), "checkpoint_sha256": meta_sha, "results": []}
+    (artifacts / "summary.json").write_text(json.dumps(summary))
     args = ["bench", str(artifacts), "--task", "selftest", "-o", str(tmp_path / "report"), "--no-browser",
             "--min-seconds", "0", "--min-runs", "3"]  # fmt: skip
 
