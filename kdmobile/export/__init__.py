@@ -1,9 +1,14 @@
-"""Export a trained student to on-device artifacts and validate each one in its real runtime.
+"""Export a model to on-device artifacts and validate each one in its real runtime.
 
     kdmobile export build/email/student.safetensors --all --bundle -o build/export
+    kdmobile export model.pt2 --all --validation val.npz -o build/my-export
     kdmobile targets
 
 Python API (everything here is imported lazily; ``import kdmobile.export`` loads no export runtime)::
+
+    import kdmobile
+    res = kdmobile.export(model, (x,), targets="all", validation=(xs,), out_dir="out")   # any nn.Module
+    print(res); res.ok; res.load("tflite", "int8")(x.numpy())
 
     from kdmobile.export import discover, get_target, export_checkpoint, load_artifact
 
@@ -94,12 +99,19 @@ Output layout of ``kdmobile export ... -o DIR``:
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 SCHEMA_VERSION = 1
 
 # name -> module that defines it; resolved on first attribute access (PEP 562).
 _LAZY = {
+    "export": "kdmobile.export.api",
+    "build_spec": "kdmobile.export.api",
+    "read_samples": "kdmobile.export.api",
+    "ExportResult": "kdmobile.export.runner",
+    "Result": "kdmobile.export.runner",
     "Target": "kdmobile.export.base",
     "Runtime": "kdmobile.export.base",
     "TensorSpec": "kdmobile.export.base",
@@ -135,3 +147,20 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kdmobile.export' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """``kdmobile.export`` is this package AND the export function.
+
+    ``import kdmobile.export`` binds the subpackage to the attribute ``kdmobile.export`` whatever
+    ``kdmobile/__init__.py`` says, so the only way ``kdmobile.export(model, ...)`` works in every import order
+    is a callable module. The plain function is ``kdmobile.export_model`` (= ``kdmobile.export.api.export``).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from kdmobile.export.api import export
+
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
