@@ -5,8 +5,8 @@
 
 - ``qat``: quantization-aware fine-tuning through the target's own PT2E quantizer with the ``kd`` loss
   against the float checkpoint, then the ``int8-qat`` export (trained ranges, no re-calibration),
-  validated in the real runtime against the float model. Writes DIR/<target>/model_int8-qat.* and
-  DIR/qat.json. Transfer rows: generated emails (email task) or the MNIST training images (mnist task).
+  validated in the real runtime against the float model. Writes DIR/export/<target>/model_int8-qat.*,
+  DIR/export/summary.json and DIR/qat.json (the fine-tuning history). Transfer rows: generated emails (email task) or the MNIST training images (mnist task).
 - ``prune``: structured pruning of an email student (embedding columns, hidden units) with torch-pruning,
   recovered with ``kd`` against the unpruned model. Writes DIR/student.safetensors (+ .json) and
   DIR/prune.json; ``--export`` then exports it to every target (DIR/export/summary.json).
@@ -17,6 +17,8 @@ Exit codes: 0 ok, 1 an artifact failed validation, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+
+from kdmobile.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,14 +74,12 @@ def run_qat(args: argparse.Namespace) -> int:
 
     import torch
 
+    import kdmobile
     from kdmobile.checkpoint import load_checkpoint
     from kdmobile.compress.qat import DEFAULT_LOSS, QAT_PRECISION, check_target, qat_distill
     from kdmobile.distill import CacheConfig, DistillConfig, OptimConfig, TrainConfig
     from kdmobile.errors import CheckFailed
-    from kdmobile.export.discovery import get_target
-    from kdmobile.export.runner import export_one, tool_versions
     from kdmobile.export.specs import model_spec_for
-    from kdmobile.export.validate import eager_outputs
     from kdmobile.io import write_json
 
     _quiet()
@@ -88,8 +88,10 @@ def run_qat(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.checkpoint)
     model.eval()
     spec = model_spec_for(model, meta, n_heldout=args.heldout, seed=args.seed)
+    if spec.real_split is None:
+        raise UsageError(f"{args.checkpoint}: its task has no real held-out samples to validate QAT on")
+    heldout = spec.validation[spec.real_split]
     train_set = _transfer_set(spec.task, meta, args.transfer, args.seed)
-    example = tuple(torch.from_numpy(x[:2].copy()) for x in spec.validation[spec.real_split or "random"])
     cfg = DistillConfig(
         loss={**DEFAULT_LOSS, "kd": {**DEFAULT_LOSS["kd"], "temperature": args.temperature}},
         train=TrainConfig(epochs=args.epochs, batch_size=64, seed=args.seed, progress=False),
@@ -97,6 +99,7 @@ def run_qat(args: argparse.Namespace) -> int:
         cache=CacheConfig(enabled=True),
     )
     torch.manual_seed(args.seed)
+    example = tuple(torch.from_numpy(x[:2].copy()) for x in heldout)
     qat = qat_distill(
         model,
         train_set,
@@ -106,36 +109,27 @@ def run_qat(args: argparse.Namespace) -> int:
         run_dir=out / "run",
         log=_log,
     )
-    eager = eager_outputs(model, spec)  # the float model is the reference
-    target = get_target(args.target)
-    source = {
-        "source_checkpoint": str(args.checkpoint),
-        "architecture": meta.get("architecture"),
-        "task": spec.task,
-    }
-    res = export_one(target, qat.converted, spec, eager, QAT_PRECISION, out, source=source)
-    record = {
-        "checkpoint": str(args.checkpoint),
-        "target": args.target,
-        "result": res.to_dict(out),
-        "history": qat.history["epochs"],
-        "tool_versions": tool_versions(("torch", "torchao", *target.packages)),
-    }
-    write_json(out / "qat.json", record)
-    real = (res.error_stats_by_split or {}).get(spec.real_split or "", {})
-    print(
-        f"{args.target} {QAT_PRECISION}: {res.status.value}  top-1 agreement with the float model on "
-        f"{spec.real_split} {real.get('top1_agreement', float('nan')):.4f}  "
-        f"size {(res.size_bytes or 0) / 1024:.0f} KiB  ({res.reason or res.flavour})"
+    result = kdmobile.export(
+        qat.converted,
+        tuple(torch.from_numpy(x[:1].copy()) for x in heldout),
+        targets=args.target,
+        precisions=[QAT_PRECISION],
+        validation=heldout,
+        input_names=spec.input_names,
+        output_names=spec.output_names,
+        reference=model,  # validated against the float checkpoint
+        out_dir=out / "export",
+        log=_log,
     )
-    if res.failed:
+    res = result.result(args.target, QAT_PRECISION)
+    write_json(out / "qat.json", {"checkpoint": str(args.checkpoint), "history": qat.history["epochs"]})
+    print(result)
+    if not result.ok:
         raise CheckFailed(f"{args.target} {QAT_PRECISION} failed at {res.stage}: {res.reason}")
     return 0
 
 
 def _transfer_set(task: str, meta: dict, n: int, seed: int):
-    from kdmobile.errors import UsageError
-
     if task == "email":
         from kdmobile.compress.prune import email_transfer_set
 
