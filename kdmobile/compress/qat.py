@@ -17,9 +17,10 @@ Steps (torchao PT2E, as the target's own PTQ path uses them):
    - ``executorch``: ``XNNPACKQuantizer`` + ``get_symmetric_quantization_config(is_per_channel=True,
      is_qat=True)`` (per-channel symmetric int8 weights, per-tensor int8 activations with moving-average
      min/max fake quantizers).
-   - ``tflite`` is not available: litert-torch 0.10's ``PT2EQuantizer`` offers ``is_qat=True``, but
-     ``prepare_qat_pt2e`` crashes inside its conv+bn annotation with torchao 0.18, and a program annotated
-     by XNNPACK's quantizer converts with litert-torch yet computes wrong outputs (checked: SQNR 2 dB).
+   - ``tflite``: litert-torch's ``PT2EQuantizer`` + its ``get_symmetric_quantization_config(
+     is_per_channel=True, is_qat=True)``, minus its QAT-only conv+bn patterns, which crash with torchao
+     0.18 (see ``_litert_qat_quantizer_class``). The ``.tflite`` is full-integer: int8 input and output
+     tensors, which the runtime quantizes / dequantizes with the tensors' own scales.
 
 2. ``allow_exported_model_train_eval`` so the training loop's ``train()`` / ``eval()`` switch the
    exported graph's dropout and batch norm (``move_exported_model_to_train`` / ``_eval``).
@@ -32,6 +33,7 @@ Steps (torchao PT2E, as the target's own PTQ path uses them):
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,7 @@ from typing import Any
 
 from kdmobile.errors import UsageError
 
-QAT_TARGETS = ("executorch",)
+QAT_TARGETS = ("executorch", "tflite")
 QAT_PRECISION = "int8-qat"
 
 # The fine-tuning loss: KD at a moderate temperature against the float model (alpha = 0: its soft targets
@@ -71,10 +73,6 @@ class QATResult:
 
 
 _NOT_QAT = {
-    "tflite": "litert-torch 0.10's PT2EQuantizer has a QAT config, but prepare_qat_pt2e crashes in its "
-    "annotation with torchao 0.18 (conv+bn pattern export: 'Expected mod to be an instance of "
-    "torch.nn.Module, got function'); a program trained with XNNPACK's QAT annotation converts with "
-    "litert-torch but computes wrong outputs (SQNR 2 dB)",
     "onnx-web": "onnx-web int8 is dynamic quantization: there are no activation ranges to train",
     "coreml": "Core ML int8 is not wired to a PT2E quantizer here",
 }
@@ -91,12 +89,34 @@ def check_target(target: str) -> None:
 def qat_quantizer(target: str) -> Any:
     """The target's PT2E quantizer in QAT mode (per-channel symmetric int8 weights, int8 activations)."""
     check_target(target)
+    if target == "tflite":
+        from litert_torch.quantize import pt2e_quantizer
+
+        config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+        return _litert_qat_quantizer_class()().set_global(config)
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
 
     return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+
+
+@functools.cache
+def _litert_qat_quantizer_class() -> type:
+    """litert-torch's ``PT2EQuantizer`` without its QAT-only conv+bn patterns.
+
+    With torchao 0.18, building those patterns crashes every ``prepare_qat_pt2e`` call, with or without a
+    convolution in the model ("Expected `mod` to be an instance of `torch.nn.Module`, got <class
+    'function'>", litert-torch 0.10). Without them a conv followed by batch norm is annotated like any conv
+    (batch norm is not folded into it during training); every other pattern is litert-torch's own.
+    """
+    from litert_torch.quantize import pt2e_quantizer
+
+    class LiteRTQATQuantizer(pt2e_quantizer.PT2EQuantizer):
+        STATIC_QAT_ONLY_OPS: list[str] = []
+
+    return LiteRTQATQuantizer
 
 
 def prepare_qat(model: Any, example_inputs: Sequence[Any], target: str = "executorch") -> Any:
@@ -107,7 +127,9 @@ def prepare_qat(model: Any, example_inputs: Sequence[Any], target: str = "execut
         example_inputs: one batch of inputs (any batch size >= 2, so the batch axis stays symbolic).
 
     Returns:
-        The prepared ``fx.GraphModule``; ``train()`` / ``eval()`` work on it.
+        The prepared ``fx.GraphModule``; ``train()`` / ``eval()`` work on it. The model is exported in eval
+        mode, so branches on ``self.training`` (e.g. the email student's token dropout) stay off while
+        fine-tuning; batch norm and dropout nodes in the graph are switched by ``train()``.
     """
     import torch
     from torchao.quantization.pt2e import allow_exported_model_train_eval
@@ -125,18 +147,18 @@ def prepare_qat(model: Any, example_inputs: Sequence[Any], target: str = "execut
     return allow_exported_model_train_eval(prepared)
 
 
-def convert_qat(prepared: Any) -> Any:
+def convert_qat(prepared: Any, target: str) -> Any:
     """``convert_pt2e`` of a trained prepared graph, in eval mode, keeping its trained ranges.
 
-    Weights are folded to int8 constants, as ExecuTorch's PTQ path does: unfolded, a per-channel
-    ``quantize`` node stays outside the XNNPACK delegate and the portable kernel aborts the process on
-    its float32 scales (checked with executorch 1.5.1).
+    ExecuTorch: weights folded to int8 constants, as its PTQ path does (unfolded, a per-channel
+    ``quantize`` node stays outside the XNNPACK delegate and the portable kernel aborts the process on its
+    float32 scales, executorch 1.5.1). TFLite: unfolded, as litert-torch's converter expects.
     """
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared.eval()
-    converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=True)
+    converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=target == "executorch")
     return allow_exported_model_train_eval(converted)
 
 
@@ -193,7 +215,7 @@ def qat_distill(
         log=log,
     )
     prepared, history = distiller.fit(train_set, eval_set=eval_set)
-    return QATResult(convert_qat(prepared), prepared, target, history.to_dict())
+    return QATResult(convert_qat(prepared, target), prepared, target, history.to_dict())
 
 
 def is_quantized_program(model: Any) -> bool:
