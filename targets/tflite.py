@@ -10,7 +10,10 @@
   prepare``, RUNTIMES.md), so it is not used.
 - int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
   and activations, calibrated on real samples). Its output tensor is int8; the runtime dequantizes it with
-  the tensor's own scale and zero point.
+  the tensor's own scale and zero point (and quantizes a float input the same way).
+- int8-qat: a program already quantized by quantization-aware training (``kdmobile compress qat``:
+  litert-torch's PT2E quantizer in QAT mode, KD fine-tuning, ``convert_pt2e``), converted as it is:
+  its trained scales and zero points, no calibration. Not in the default set (it needs that program).
 
 The flavour actually written is recorded in the metadata (``flavour``).
 """

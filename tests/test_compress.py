@@ -58,6 +58,7 @@ def test_qat_kd_beats_ptq_on_outlier_channels(tmp_path, target, ptq_flavour, qat
     assert report["hidden_activation_max"]["outliers"] > 20 * report["hidden_activation_max"]["others"]
     # A short schedule here (2 + 3 epochs on 20k images); the full demo's figures are in docs/compress.md.
     assert qat > ptq + 0.01, (ptq, qat)
+    assert qat >= 0.95, row["qat"]  # 0.963 measured on ExecuTorch with this short schedule
 
 
 @pytest.mark.target("executorch")
