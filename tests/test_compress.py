@@ -46,7 +46,7 @@ def test_qat_kd_beats_ptq_on_outlier_channels(tmp_path, target, ptq_flavour, qat
         targets=(target,),
         seed=0,
         epochs=2,
-        qat_epochs=3,
+        qat_epochs=5,
         n_train=20_000,
         n_heldout=2_000,
         log=lambda m: None,
@@ -56,13 +56,15 @@ def test_qat_kd_beats_ptq_on_outlier_channels(tmp_path, target, ptq_flavour, qat
     assert row["ptq"]["static"]["flavour"] == ptq_flavour
     assert row["qat"]["flavour"] == qat_flavour
     assert report["hidden_activation_max"]["outliers"] > 20 * report["hidden_activation_max"]["others"]
-    # A short schedule here (2 + 3 epochs on 20k images); the full demo's figures are in docs/compress.md.
+    # A short schedule here (2 + 5 epochs on 20k images); the full demo's figures are in docs/compress.md.
     assert qat > ptq + 0.01, (ptq, qat)
-    assert qat >= 0.95, row["qat"]  # 0.963 measured on ExecuTorch with this short schedule
+    assert qat >= 0.95, row["qat"]  # 3 epochs gave 0.963 (ExecuTorch), 0.960 (TFLite)
 
 
-@pytest.mark.target("executorch")
-def test_int8_qat_refuses_a_float_model(tmp_path):
+@pytest.mark.parametrize(
+    "target", [pytest.param(t, marks=pytest.mark.target(t)) for t in ("executorch", "tflite")]
+)
+def test_int8_qat_refuses_a_float_model(tmp_path, target):
     """int8-qat lowers a quantized program as it is; a float model is an export failure that says why."""
     import kdmobile
     from kdmobile.tasks.mnist.model import MLP
@@ -70,12 +72,12 @@ def test_int8_qat_refuses_a_float_model(tmp_path):
     model = MLP(hidden=(16,)).eval()
     x = torch.from_numpy(np.random.default_rng(0).random((8, 784), dtype=np.float32))
     out = kdmobile.export(
-        model, (x[:1],), targets="executorch", precisions=["int8-qat"], validation=x, out_dir=tmp_path / "out"
+        model, (x[:1],), targets=target, precisions=["int8-qat"], validation=x, out_dir=tmp_path / "out"
     )
-    res = out.result("executorch", "int8-qat")
+    res = out.result(target, "int8-qat")
     assert res.status.value == "export_failed"
     assert "kdmobile compress qat" in res.reason
-    assert not list(tmp_path.rglob("*.pte"))
+    assert not [p for p in tmp_path.rglob("model_*") if p.suffix in (".pte", ".tflite")]
 
 
 def test_qat_is_refused_for_targets_without_a_working_qat_quantizer():
