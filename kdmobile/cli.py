@@ -17,7 +17,7 @@ import sys
 from kdmobile.errors import CheckFailed, KDMobileError, UsageError
 
 # Order is the order shown in --help. Add a module here when its capability lands.
-COMMANDS = ("demo", "distill", "export", "targets", "bench", "check", "baseline")
+COMMANDS = ("demo", "distill", "compress", "export", "targets", "bench", "check", "baseline")
 
 
 def build_parser() -> argparse.ArgumentParser:

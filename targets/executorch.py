@@ -20,6 +20,9 @@
     the flavour says which. On the email student static int8 sits right at the 98% top-1 bar (97.5-98.8%
     on real held-out emails depending on the calibration set: generated emails calibrate ranges the
     hand-written ones exceed); dynamic keeps 99.7%.
+- int8-qat: a program already quantized by quantization-aware training (``kdmobile compress qat``:
+  ``prepare_qat_pt2e`` with this quantizer in QAT mode, KD fine-tuning, ``convert_pt2e``), lowered as it is:
+  its trained scales and zero points, no calibration. Not in the default set (it needs that program).
 
 The details record delegated vs non-delegated operators; every op left on the portable path is listed
 under ``portable_ops`` and flagged in the summary (the int8 gather shows up as
@@ -61,7 +64,8 @@ class ExecuTorchTarget(Target):
     runtime = "executorch (XNNPACK)"
     requires = ("executorch", "torchao")
     packages = ("executorch", "torchao")
-    precisions = ("fp32", "int8")
+    precisions = ("fp32", "int8", "int8-qat")
+    default_precisions = ("fp32", "int8")  # int8-qat needs a QAT-trained program (kdmobile compress qat)
     runtime_dist = "executorch"
     report_order, colour = 0, "#1f77b4"
     # Checked on the installed versions (tests/test_export_failure.py).
@@ -80,6 +84,8 @@ class ExecuTorchTarget(Target):
     ) -> dict[str, Any]:
         import torch
 
+        if precision == "int8-qat":
+            return self._export_qat(model, spec, out)
         example = spec.torch_example_inputs()
         dynamic = variant in ("dynamic", "dynamic-fp32-embedding")
         embeddings: dict[str, Any] = {"quantized": {}}
@@ -107,6 +113,29 @@ class ExecuTorchTarget(Target):
             if embeddings["quantized"]:
                 flavour += "+embedding-byte"
         return {"flavour": flavour, **details}
+
+    def _export_qat(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
+        """Lower a QAT-trained ``convert_pt2e`` program as it is: its trained int8 ranges, no calibration."""
+        import torch
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        from kdmobile.compress.qat import is_quantized_program
+
+        if not is_quantized_program(model):
+            raise self.error(
+                Stage.EXPORT,
+                "int8-qat takes the quantized program of `kdmobile compress qat`, not a float model",
+            )
+        with self.stage(Stage.EXPORT):
+            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False)
+        with self.stage(Stage.LOWER):
+            edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+            delegation = _delegation(edge.exported_program().graph_module)
+        with self.stage(Stage.SERIALIZE):
+            out.write_bytes(edge.to_executorch().buffer)
+        flavour = "xnnpack-pt2e-qat-int8"
+        return {"flavour": flavour, "delegation": delegation, "portable_ops": delegation["portable_ops"]}
 
     def _quantize(self, ep: Any, spec: ModelSpec, dynamic: bool) -> Any:
         import torch

@@ -35,7 +35,8 @@ Targets (``kdmobile/export/base.py``; one file per target in ``targets/``, regis
   a harness that wants no cast inside the timed call feeds arrays of exactly those dtypes. The harness
   times exactly ``runtime(*inputs)``. ``threads`` is fixed at load time (ExecuTorch cannot change it after
   loading). ``load`` raises ``RuntimeUnavailable(reason)`` when the runtime cannot run on this machine;
-- ``Target.precisions``: ``fp32``/``fp16``/``int8``, plus ``int8-full`` (TFLite full-integer) — treat
+- ``Target.precisions``: ``fp32``/``fp16``/``int8``, plus ``int8-full`` (TFLite full-integer) and
+  ``int8-qat`` (ExecuTorch: a program already quantized by ``kdmobile.compress.qat``) — treat
   precision strings as opaque names; ``precision_family("int8-full") == "int8"``;
 - ``Target.tolerance(precision) -> Tolerance``: the validation tolerance (``TOLERANCES`` in base.py is the
   one place where fp16/int8 are relaxed; a target may override one precision in ``tolerance_overrides``);

@@ -42,8 +42,9 @@ import numpy as np
 from kdmobile.errors import KDMobileError
 from kdmobile.registry import Registry
 
-# ``int8-full`` is a second int8 flavour (full-integer, static activations) for targets that offer both.
-PRECISIONS = ("fp32", "fp16", "int8", "int8-full")
+# ``int8-full`` is a second int8 flavour (full-integer, static activations) for targets that offer both;
+# ``int8-qat`` exports a program already quantized by quantization-aware training (kdmobile.compress.qat).
+PRECISIONS = ("fp32", "fp16", "int8", "int8-full", "int8-qat")
 
 
 def precision_family(precision: str) -> str:
