@@ -147,8 +147,10 @@ def serve(
         joins its thread (idempotent).
 
     Raises:
-        UsageError: ``root`` is not a directory, or the port is taken.
+        UsageError: ``root`` is not a directory, or the port is out of range, taken or not allowed.
     """
+    if not 0 <= port <= 65535:
+        raise UsageError(f"port {port} is out of range: pick one in 1-65535 (or 0 for any free port)")
     root = Path(root).resolve()
     if not root.is_dir():
         raise UsageError(f"app directory not found: {root}")
@@ -166,6 +168,10 @@ def serve(
         if e.errno == errno.EADDRINUSE:
             raise UsageError(
                 f"port {port} on {HOST} is already in use: pick another (PORT={port + 1} make serve)"
+            ) from None
+        if e.errno == errno.EACCES:  # ports below 1024 need root on most systems
+            raise UsageError(
+                f"port {port} on {HOST} is not allowed for this user: pick one above 1023"
             ) from None
         raise
     server.daemon_threads = True

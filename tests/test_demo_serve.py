@@ -155,6 +155,27 @@ def test_cli_explains_a_missing_bundle_or_runtime(site, tmp_path):
     assert p.returncode == 2 and "make setup" in err
 
 
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_cli_port_out_of_range_is_exit_2(site, tmp_path, port):
+    root, models = site
+    p = _cli(str(root), "--port", port, "--models", str(models), cwd=tmp_path)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2, err
+    assert f"port {port} is out of range" in err and "1-65535" in err and "Traceback" not in err
+
+
+def test_cli_port_in_use_is_exit_2(site, tmp_path):
+    root, models = site
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = _cli(str(root), "--port", str(port), "--models", str(models), cwd=tmp_path)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 2, err
+    assert f"port {port} on 127.0.0.1 is already in use" in err and "Traceback" not in err
+
+
 def test_cli_prints_the_url_and_serves_the_bundle(site, tmp_path):
     root, models = site
     bundle = tmp_path / "build" / "export" / "onnx-web" / "bundle"

@@ -78,6 +78,11 @@ def register(sub: Any) -> None:
         help="student checkpoint (default: the one in summary.json)",
     )
     p.add_argument("--target", action="append", default=None, help="only this target (repeatable)")
+    p.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="accept a student checkpoint whose .json has no sha256",
+    )
     p.set_defaults(func=run)
 
 
@@ -102,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         teacher=args.teacher,
         student=args.student,
         targets=tuple(args.target) if args.target else None,
+        trust_unverified=args.trust_unverified,
     )
     report = run_bench(args.artifacts_dir, task=args.task, data=args.data, out=args.output, options=opts)
     from kdmobile.harness.report import all_entries, sort_key

@@ -2,6 +2,7 @@
 
 kdmobile distill configs/mnist_quick.toml --set train.epochs=2 -o build/runs/mnist
 kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --resume
+kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --overwrite    # the old run moved aside
 torchrun --nproc_per_node 2 -m kdmobile.cli distill configs/mnist_quick.toml -o build/runs/ddp
 """
 
@@ -32,7 +33,17 @@ def register(sub: Any) -> None:
         help="override a config value, e.g. --set train.epochs=3 (repeatable; values are TOML literals)",
     )
     p.add_argument("-o", "--output", metavar="RUN_DIR", help="run directory (default: the config's run_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest valid checkpoint in RUN_DIR/checkpoints (an error if there is none)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a RUN_DIR that holds an earlier run: its checkpoints, student and history move to "
+        "RUN_DIR/previous-TIME/ (without --resume or --overwrite, such a RUN_DIR is an error)",
+    )
     p.set_defaults(func=run)
 
 
@@ -44,16 +55,18 @@ def run(args: argparse.Namespace) -> int:
     from kdmobile.distill.config import DistillConfig
     from kdmobile.distill.losses import build_losses
     from kdmobile.distill.tasks import get_task
-    from kdmobile.distill.trainer import Distiller
+    from kdmobile.distill.trainer import Distiller, check_run_dir
 
     cfg = C.load(DistillConfig, args.config, args.overrides)
     build_losses(cfg.loss)  # a bad loss setting or an unknown task fails before anything heavy runs
     factory = get_task(cfg.task)
+    run_dir = args.output or cfg.run_dir or f"build/runs/{cfg.task.replace(':', '_')}"
+    on_existing = "move" if args.overwrite else "error"
+    check_run_dir(run_dir, resume=args.resume, on_existing=on_existing)  # before the task builds a teacher
     if cfg.train.num_threads:
         import torch
 
         torch.set_num_threads(cfg.train.num_threads)
-    run_dir = args.output or cfg.run_dir or f"build/runs/{cfg.task.replace(':', '_')}"
     env = D.setup()
     try:
         task = factory(dict(cfg.task_args), seed=cfg.train.seed)
@@ -66,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             model_config=task.model_config,
             teacher_id=task.teacher_id,
         )
-        _, history = distiller.fit(task.train, task.eval, resume=args.resume)
+        _, history = distiller.fit(task.train, task.eval, resume=args.resume, on_existing=on_existing)
     finally:
         D.teardown(env)
     if env.is_main:

@@ -76,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="runtime threads during validation (default 1)")
+    p.add_argument(
+        "--trust-unverified", action="store_true", help="accept a checkpoint whose .json has no sha256"
+    )
     p.set_defaults(func=run)
 
 
@@ -156,10 +159,11 @@ def export_model_file(
                 n_heldout=args.heldout,
                 n_random=args.random,
                 n_calibration=n_calibration,
+                trust_unverified=args.trust_unverified,
                 log=log,
                 **common,
             )
-        model, _ = load_checkpoint(path)
+        model, _ = load_checkpoint(path, trust_unverified=args.trust_unverified)
         example = None
     if example is None:
         if validation is None and calibration is None:

@@ -62,8 +62,10 @@ If the student has a method ``after_step()``, it is called after every optimizer
 weight constraint). Runs are reproducible (``train.seed``). ``run_dir`` gets ``checkpoints/step-NNNNNNN/`` (safetensors + JSON,
 each written atomically; RNG states, sampler position, optimizer and scheduler state), ``history.json``
 and, at the end, ``student.safetensors`` + ``student.json`` (``kdmobile.checkpoint`` format).
-``fit(..., resume=True)`` continues from the last complete checkpoint and ends with the same weights as
-an uninterrupted run. Under DDP only rank 0 writes.
+``fit(..., resume=True)`` continues from the newest checkpoint that verifies and ends with the same
+weights as an uninterrupted run. A new run into a run dir that holds an earlier run is refused unless
+``on_existing`` is ``"move"`` (it goes to ``run_dir/previous-<UTC time>/``) or ``"discard"``; the
+trainer never deletes a file it did not write. Under DDP only rank 0 writes.
 
 Tasks for the CLI: the config's ``task = "mnist"`` names a task plug-in (``kdmobile.task``) whose
 ``distill_setup(args, seed)`` returns a :class:`Task` (``"pkg.module:function"`` names a bare factory).

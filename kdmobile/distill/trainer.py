@@ -2,6 +2,7 @@
 
     kdmobile distill configs/mnist_quick.toml -o build/runs/mnist            # then, after a crash:
     kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --resume
+    kdmobile distill configs/mnist_quick.toml -o build/runs/mnist --overwrite   # start again, keep the old
 
 Reproducibility: ``fit`` seeds torch/numpy/random from ``train.seed``; the shuffling order of each epoch
 comes from ``DistributedSampler(seed, epoch)`` (its own generator), batches are fetched in the main
@@ -9,6 +10,14 @@ process (no DataLoader worker seeds), and the set-up probe runs under ``torch.ra
 checkpoint holds the model, loss-term (projection) weights, optimizer and scheduler state, every RNG
 state, the epoch, the position inside the epoch and the running loss sums, so a resumed run replays
 exactly the batches and dropout masks the interrupted one would have seen.
+
+Files: the trainer writes ``RUN_DIR/checkpoints/step-NNNNNNN/`` (``state.safetensors`` + ``state.json``
+with a ``checkpoint_version``) and ``RUN_DIR/checkpoints/latest.json``, and deletes only folders it
+recognises as its own by that name and metadata (when pruning to ``train.keep_checkpoints``, or with
+``on_existing="discard"``), file by file, never a whole folder tree: anything else a user put there
+survives. A new run into a run dir that already holds an earlier run (checkpoints, student, history) is
+an error unless it resumes or says what to do with it (``on_existing``). A checkpoint that fails its sha256 or cannot be read is renamed
+``step-NNNNNNN.corrupt-<UTC time>`` and reported, and ``--resume`` falls back to the newest valid one.
 
 Fault injection for tests: ``KDMOBILE_FAULT_KILL_AT_STEP=N`` makes the process SIGKILL itself right after
 optimizer step N, before that step's checkpoint.
@@ -20,7 +29,7 @@ import json
 import math
 import os
 import random
-import shutil
+import re
 import signal
 import sys
 import time
@@ -43,6 +52,13 @@ from kdmobile.errors import KDMobileError, UsageError
 from kdmobile.io import atomic_path, sha256_file, write_json
 
 CHECKPOINT_VERSION = 1
+ON_EXISTING = ("error", "move", "discard")
+# What a finished run leaves in its run dir besides its checkpoints (written atomically at the end of fit).
+_RUN_OUTPUTS = ("student.safetensors", "student.json", "history.json")
+_STEP_DIR = re.compile(r"step-\d{7}")
+_STATE_FILES = ("state.safetensors", "state.json")
+_STATE_KEYS = ("checkpoint_version", "epoch", "step_in_epoch", "global_step", "sums", "count", "config",
+               "optimizer", "scheduler", "rng", "sha256")  # fmt: skip
 FAULT_ENV = "KDMOBILE_FAULT_KILL_AT_STEP"
 # Config fields that may change between an interrupted run and its resumption.
 _RESUME_FREE = {("train", "progress"), ("train", "num_threads"), ("train", "checkpoint_every"),
@@ -230,25 +246,39 @@ class Distiller:
             return teacher_logits(self.teacher, batch.teacher).detach()
 
     # --------------------------------------------------------------------------------------------- fit
-    def fit(self, train_set: Any, eval_set: Any = None, *, resume: bool = False) -> tuple[nn.Module, History]:
-        """Train; return ``(student, history)``. ``resume=True`` continues from the last checkpoint.
+    def fit(
+        self, train_set: Any, eval_set: Any = None, *, resume: bool = False, on_existing: str = "error"
+    ) -> tuple[nn.Module, History]:
+        """Train; return ``(student, history)``.
+
+        Args:
+            resume: continue from the newest valid checkpoint in ``run_dir/checkpoints`` (corrupt newer
+                ones are moved aside); an error if there is none.
+            on_existing: when not resuming, what to do with what an earlier run left in ``run_dir``
+                (checkpoints, ``student.safetensors`` + ``.json``, ``history.json``): ``"error"`` (refuse),
+                ``"move"`` (move it all into ``run_dir/previous-<UTC time>/``) or ``"discard"`` (delete the
+                checkpoints, only folders this trainer wrote, see the module docstring; the rest is
+                replaced at the end).
 
         Raises:
             NonFiniteLossError: a loss term became NaN/inf (names step and term).
-            UsageError: bad set-up (mismatched shapes, missing modules, incompatible resume).
+            UsageError: bad set-up (mismatched shapes, missing modules, incompatible resume, checkpoints in
+                the way or missing).
         """
         cfg = self.config
         tc, oc = cfg.train, cfg.optim
         self.env = env = D.setup()
         try:
-            return self._fit(train_set, eval_set, resume, env, cfg, tc, oc)
+            return self._fit(train_set, eval_set, resume, on_existing, env, cfg, tc, oc)
         finally:
             D.teardown(env)
 
-    def _fit(self, train_set, eval_set, resume, env, cfg, tc, oc) -> tuple[nn.Module, History]:
+    def _fit(self, train_set, eval_set, resume, on_existing, env, cfg, tc, oc) -> tuple[nn.Module, History]:
         from torch.utils.data import DistributedSampler
         from tqdm.auto import tqdm
 
+        # Before anything slow (teacher cache): refuse a run that would lose or ignore checkpoints.
+        latest = self._prepare_checkpoints(env, resume, on_existing)
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         n = len(train_set)
@@ -344,9 +374,6 @@ class Distiller:
 
         # Fresh start or resume.
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sums": {}, "count": 0}
-        latest = _latest_checkpoint(self.checkpoint_dir) if resume else None
-        if resume and latest is None:
-            self.log(f"kdmobile: --resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
         if latest is not None:
             state = self._load(latest, objective, optimizer, scheduler, cfg)
             self.history.resumed_from = latest.name
@@ -354,8 +381,6 @@ class Distiller:
                 f"kdmobile: resuming from {latest} (epoch {state['epoch']}, step {state['global_step']})"
             )
         else:
-            if env.is_main and self.checkpoint_dir.exists():
-                shutil.rmtree(self.checkpoint_dir)
             torch.manual_seed(tc.seed)
             np.random.seed(tc.seed % 2**32)
             random.seed(tc.seed)
@@ -493,6 +518,32 @@ class Distiller:
                 raise NonFiniteLossError(step, epoch + 1, name, v if not math.isfinite(v) else float("nan"))
 
     # ---------------------------------------------------------------------------------- checkpointing
+    def _prepare_checkpoints(self, env: D.DistEnv, resume: bool, on_existing: str) -> Path | None:
+        """Check the run dir, set earlier checkpoints aside as asked; return the checkpoint to resume from."""
+        check_run_dir(self.run_dir, resume=resume, on_existing=on_existing)  # every rank: same verdict
+        root = self.checkpoint_dir
+        if env.is_main and not resume and _earlier_run(self.run_dir):
+            if on_existing == "move":
+                dest = _move_aside(self.run_dir, _earlier_run(self.run_dir))
+                self.log(f"kdmobile: --overwrite: moved the earlier run to {dest}")
+            else:
+                for c in _own_checkpoints(root):
+                    if not _remove_checkpoint(c):
+                        self.log(f"kdmobile: {c} is not a checkpoint this trainer wrote; moved it to "
+                                 f"{_rename_aside(c, 'corrupt').name}")  # fmt: skip
+                _remove_own_latest(root)
+        # Rank 0 moves corrupt checkpoints aside first, so every rank then finds the same valid one.
+        latest = _latest_checkpoint(root, self.log) if resume and env.is_main else None
+        D.barrier(env)
+        if resume and not env.is_main:
+            latest = _latest_checkpoint(root, None)
+        if resume and latest is None:
+            raise UsageError(
+                f"--resume: no valid checkpoint left in {root} (the corrupt ones were renamed *.corrupt-*): "
+                "start a new run with --overwrite"
+            )
+        return latest
+
     def _save(
         self,
         objective: _Objective,
@@ -544,6 +595,8 @@ class Distiller:
         }  # fmt: skip
         name = f"step-{global_step:07d}"
         dest = self.checkpoint_dir / name
+        if dest.exists():  # never replaced wholesale: whatever is there may hold someone's files
+            self.log(f"kdmobile: {dest} was in the way; moved it to {_rename_aside(dest, 'replaced').name}")
         with atomic_path(dest, is_dir=True) as tmp:
             save_file(tensors, str(tmp / "state.safetensors"))
             meta["sha256"] = sha256_file(tmp / "state.safetensors")
@@ -552,9 +605,8 @@ class Distiller:
             self.checkpoint_dir / "latest.json",
             {"checkpoint": name, "global_step": global_step, "epoch": epoch},
         )
-        keep = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
-        for old in keep[: -self.config.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        for old in _own_checkpoints(self.checkpoint_dir)[: -self.config.train.keep_checkpoints]:
+            _remove_checkpoint(old)
 
     def _load(
         self,
@@ -630,25 +682,151 @@ def _py_state_back(obj: list[Any]) -> tuple:
     return (obj[0], tuple(obj[1]), obj[2])
 
 
-def _latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint: ``latest.json``'s if it verifies, else the newest one that does."""
+def check_run_dir(
+    run_dir: str | os.PathLike[str], *, resume: bool = False, on_existing: str = "error"
+) -> None:
+    """Refuse, before anything is built or written, a run that would lose an earlier run or ignore it.
+
+    Read-only (``kdmobile distill`` calls it before building the task's teacher); see :meth:`Distiller.fit`
+    for the arguments.
+
+    Raises:
+        UsageError: ``resume`` but no checkpoint folder in ``run_dir/checkpoints``; not ``resume`` and an
+            earlier run's files are there with ``on_existing="error"``; a bad ``on_existing``.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if on_existing not in ON_EXISTING:
+        raise UsageError(f"on_existing must be one of {', '.join(ON_EXISTING)}, got {on_existing!r}")
+    found = _own_checkpoints(root)
+    if resume:
+        if on_existing != "error":
+            raise UsageError("--resume continues the checkpoints that --overwrite would move aside: pass one")
+        if not found:
+            where = f"{root} holds no step-NNNNNNN checkpoint" if root.is_dir() else f"there is no {root}"
+            raise UsageError(
+                f"--resume: {where}: check -o RUN_DIR (the run dir the interrupted run wrote), or start a "
+                "new run without --resume"
+            )
+    elif on_existing == "error" and (earlier := _earlier_run(Path(run_dir))):
+        what = ", ".join(str(p.relative_to(run_dir)) for p in earlier)
+        raise UsageError(
+            f"{run_dir} already holds an earlier run ({what}): pass --resume to continue it, --overwrite to "
+            "move it to RUN_DIR/previous-<time>/ and start again, or choose another -o RUN_DIR"
+        )
+
+
+def _earlier_run(run_dir: Path) -> list[Path]:
+    """What an earlier run left in ``run_dir`` that a new one would replace: checkpoints, student, history."""
+    root = run_dir / "checkpoints"
+    found = [*_own_checkpoints(root), root / "latest.json", *(run_dir / name for name in _RUN_OUTPUTS)]
+    return [p for p in found if p.exists()]
+
+
+def _own_checkpoints(root: Path) -> list[Path]:
+    """The checkpoint folders under ``root`` named as this trainer names them, oldest first."""
     if not root.is_dir():
-        return None
-    candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name))
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from, or None if it is complete and verifies."""
     try:
-        named = root / json.loads((root / "latest.json").read_text())["checkpoint"]
-        candidates = [named, *[c for c in candidates if c != named]]
-    except (OSError, ValueError, KeyError):
-        pass
-    for c in candidates:
-        try:
-            meta = json.loads((c / "state.json").read_text())
-            if sha256_file(c / "state.safetensors") == meta["sha256"]:
-                return c
-        except (OSError, ValueError, KeyError):
-            continue
-        print(f"kdmobile: checkpoint {c} is corrupt; trying an older one", file=sys.stderr)
+        meta = json.loads((path / "state.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"state.json unreadable: {e}"
+    if not isinstance(meta, dict) or any(k not in meta for k in _STATE_KEYS):
+        return "state.json lacks checkpoint fields"
+    try:
+        if sha256_file(path / "state.safetensors") != meta["sha256"]:
+            return "state.safetensors does not match its sha256"
+    except OSError as e:
+        return f"state.safetensors unreadable: {e}"
     return None
+
+
+def _latest_checkpoint(root: Path, log: Callable[[str], None] | None) -> Path | None:
+    """The newest checkpoint that verifies; with ``log``, corrupt newer ones are renamed aside and reported.
+
+    Checkpoint folders are written atomically, so the newest complete one is the one to continue from
+    (``latest.json`` may lag it by a crash between the two writes).
+    """
+    for c in reversed(_own_checkpoints(root)):
+        problem = _checkpoint_problem(c)
+        if problem is None:
+            return c
+        if log is not None:
+            try:
+                moved = f"renamed it {_rename_aside(c, 'corrupt').name}"
+            except OSError as e:
+                moved = f"could not rename it ({e})"
+            log(f"kdmobile: checkpoint {c} is corrupt ({problem}); {moved}; trying an older one")
+    return None
+
+
+def _is_own(path: Path) -> bool:
+    """A checkpoint folder this trainer wrote: its name, and a state.json with a checkpoint_version."""
+    try:
+        meta = json.loads((path / "state.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return bool(_STEP_DIR.fullmatch(path.name)) and isinstance(meta, dict) and "checkpoint_version" in meta
+
+
+def _remove_checkpoint(path: Path) -> bool:
+    """Delete a checkpoint folder this trainer wrote: its two files, then the folder if nothing else is in it.
+
+    Returns False (and touches nothing) if ``path`` is not recognisably one of ours.
+    """
+    if not _is_own(path):
+        return False
+    for name in _STATE_FILES:
+        (path / name).unlink(missing_ok=True)
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # someone put other files in it: they stay
+    return True
+
+
+def _remove_own_latest(root: Path) -> None:
+    latest = root / "latest.json"
+    try:
+        if set(json.loads(latest.read_text())) == {"checkpoint", "global_step", "epoch"}:
+            latest.unlink()
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        pass
+
+
+def _utc_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... : the first that does not exist (renames never overwrite)."""
+    n, candidate = 1, path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def _rename_aside(path: Path, tag: str) -> Path:
+    """Rename ``path`` to ``path.<tag>-<UTC time>`` beside it; return the new path."""
+    dest = _free_name(path.with_name(f"{path.name}.{tag}-{_utc_stamp()}"))
+    os.rename(path, dest)
+    return dest
+
+
+def _move_aside(root: Path, paths: list[Path]) -> Path:
+    """Move ``paths`` (under ``root``) into a new ``root/previous-<UTC time>/``, keeping their relative
+    paths; return that folder."""
+    dest = _free_name(root / f"previous-{_utc_stamp()}")
+    for p in paths:
+        target = dest / p.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(p, target)
+    return dest
 
 
 def _make_optimizer(oc: Any, params: list[nn.Parameter]) -> torch.optim.Optimizer:

@@ -383,12 +383,14 @@ def export_checkpoint(
     n_calibration: int = 128,
     seed: int = 0,
     threads: int = 1,
+    trust_unverified: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint whose metadata names its task; write and return ``summary.json``'s dict.
 
     The task plug-in (``kdmobile.task``) builds the spec with real samples; the rest is ``run_export``,
-    the core of ``kdmobile.export``.
+    the core of ``kdmobile.export``. ``trust_unverified`` accepts a checkpoint without a sha256 (see
+    :func:`kdmobile.checkpoint.load_checkpoint`).
     """
     import torch
 
@@ -397,7 +399,7 @@ def export_checkpoint(
 
     plan = resolve_selection(targets, precisions, all_targets)
     checkpoint = Path(checkpoint)
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, trust_unverified=trust_unverified)
     torch.manual_seed(seed)
     spec = model_spec_for(
         model, meta, n_heldout=n_heldout, n_random=n_random, n_calibration=n_calibration, seed=seed

@@ -76,6 +76,7 @@ class BenchOptions:
     precisions: tuple[str, ...] | None = None  # only these precisions (default: all)
     include_teacher: bool = True  # measure the teacher (speed-up, agreement and retention need it)
     include_student: bool = True  # measure the eager student (browser ratios need it)
+    trust_unverified: bool = False  # accept a student checkpoint without a sha256 (--trust-unverified)
     worker_timeout: float = 900.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -166,7 +167,7 @@ class _Bench:
         from kdmobile.checkpoint import load_checkpoint
         from kdmobile.harness.machine import model_flops
 
-        model, _ = load_checkpoint(self.checkpoint)
+        model, _ = load_checkpoint(self.checkpoint, trust_unverified=self.opt.trust_unverified)
         i = self.eval_set.latency_index
         return model_flops(model, (torch.from_numpy(self.eval_set.ids[i : i + 1]),))
 
@@ -177,7 +178,7 @@ class _Bench:
         from kdmobile.checkpoint import load_checkpoint
 
         torch.set_num_threads(self.opt.threads)
-        model, _ = load_checkpoint(self.checkpoint)
+        model, _ = load_checkpoint(self.checkpoint, trust_unverified=self.opt.trust_unverified)
         i = self.eval_set.latency_index
         x = torch.from_numpy(np.ascontiguousarray(self.eval_set.ids[i : i + 1]))
 
@@ -194,6 +195,7 @@ class _Bench:
             "task": self.task_name,
             "data": self.data,
             "student_checkpoint": self.checkpoint,
+            "trust_unverified": o.trust_unverified,
             "threads": o.threads,
             "server_batch": o.server_batch,
             "timing": {

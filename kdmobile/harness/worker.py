@@ -45,7 +45,7 @@ def _reference(job: dict[str, Any], eval_ids: np.ndarray, index: int) -> Any:
 
     from kdmobile.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(job["student_checkpoint"])
+    model, _ = load_checkpoint(job["student_checkpoint"], trust_unverified=job.get("trust_unverified", False))
     x = torch.from_numpy(np.ascontiguousarray(eval_ids[index : index + 1]))
 
     def ref() -> Any:

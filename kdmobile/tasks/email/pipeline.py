@@ -488,7 +488,7 @@ def _train_students(ctx: Context, kind: str) -> None:
         run_dir = ctx.email_dir / "runs" / f"{kind}-seed{seed}"
         model, history = Distiller(
             student, teacher, c, run_dir=run_dir, architecture=ARCHITECTURE, model_config=mc, log=ctx.log
-        ).fit(data, st["val"])
+        ).fit(data, st["val"], on_existing="discard")  # build/ output: a rerun replaces its own checkpoints
         logits = _student_logits(model, st["heldout_ids"])
         m = compute(logits, st["acceptable"], st["teacher_heldout_logits"])
         last = history.epochs[-1]
@@ -563,7 +563,7 @@ def stage_cache_speedup(ctx: Context) -> None:
         _, history = Distiller(
             new_student(task, len(st["intents"]), 0, st.get("student_init")), st["teacher"], cfg,
             run_dir=ctx.email_dir / "runs" / f"speedup-{mode}", architecture=ARCHITECTURE, model_config=mc, log=ctx.log,
-        ).fit(sub)  # fmt: skip
+        ).fit(sub, on_existing="discard")  # fmt: skip
         seconds[mode] = history.epochs[0]["seconds"]
     ctx.results["cache_speedup"] = {
         "speedup": round(seconds["online"] / max(seconds["cached"], 1e-9), 2),

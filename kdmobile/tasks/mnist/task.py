@@ -88,7 +88,8 @@ def train_teacher(cfg: MnistTaskConfig, seed: int, progress: bool = True) -> tor
     )
     distiller = Distiller(teacher, None, dcfg, run_dir=run_dir, architecture="mlp", model_config=model_config)
     teacher, _ = distiller.fit(
-        make_set(x, y, augment="epoch" if cfg.jitter else "none", jitter=cfg.jitter, seed=seed + 1)
+        make_set(x, y, augment="epoch" if cfg.jitter else "none", jitter=cfg.jitter, seed=seed + 1),
+        on_existing="discard",  # an interrupted teacher run of these settings: start it again
     )
     return teacher.eval()
 
