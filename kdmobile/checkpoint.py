@@ -179,10 +179,10 @@ def _build(meta: dict[str, Any], mp: Path) -> nn.Module:
 
 
 def _known_architectures() -> list[str]:
-    """The bare architecture names the registered task plug-ins provide."""
-    from kdmobile.task import TASKS, discover
+    """The bare architecture names checkpoints can use (the task plug-ins'; ``module:Class`` works too)."""
+    from kdmobile.models import known_architectures
 
-    return sorted({a for name in discover().names() for a in TASKS.get(name).architectures})
+    return known_architectures()
 
 
 def _unexpected_keys(cls: type[nn.Module], config: dict[str, Any]) -> list[str]:

@@ -16,14 +16,19 @@ from torch import nn
 
 
 def build_model(architecture: str, **config: Any) -> nn.Module:
-    """An instance of ``architecture`` built with ``config`` (UsageError naming the valid names on a miss)."""
-    from kdmobile.errors import UsageError
+    """An instance of ``architecture`` built with ``config``.
+
+    Raises:
+        UsageError: an unknown name (the message lists the valid ones) or a module path that does not import.
+        TypeError: ``config`` does not fit the constructor (``kdmobile.checkpoint`` names the bad keys).
+    """
     from kdmobile.task import resolve_architecture
 
-    cls = resolve_architecture(architecture)
-    try:
-        return cls(**config)
-    except TypeError as e:
-        raise UsageError(
-            f"architecture {architecture!r} cannot be built from model_config {config}: {e}"
-        ) from None
+    return resolve_architecture(architecture)(**config)
+
+
+def known_architectures() -> list[str]:
+    """Every bare architecture name a registered task can rebuild (any ``module:Class`` works too)."""
+    from kdmobile.task import TASKS, discover
+
+    return sorted({a for name in discover().names() for a in TASKS.get(name).architectures})

@@ -102,7 +102,9 @@ class CoreMLTarget(Target):
                         mode="linear_symmetric",
                         dtype="int8",
                         granularity="per_channel",
-                        weight_threshold=min(512, max((p.numel() for p in model.parameters()), default=513) - 1),
+                        weight_threshold=min(
+                            512, max((p.numel() for p in model.parameters()), default=513) - 1
+                        ),
                     )
                 )
                 mlmodel = cto.linear_quantize_weights(mlmodel, config)

@@ -25,9 +25,10 @@ from typing import Any
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a checkpoint to ExecuTorch / Core ML / TFLite / ONNX-web and validate every artifact",
-        description="Export a checkpoint to on-device artifacts, validate each in its real runtime against the "
-        "eager model, and write DIR/summary.json (one failing target never stops the others).",
+        help="export a model to ExecuTorch / Core ML / TFLite / ONNX-web and validate every artifact",
+        description="Export a checkpoint or a torch.export program (.pt2) to on-device artifacts, validate "
+        "each in its real runtime against the eager model, and write DIR/summary.json (one failing target "
+        "never stops the others).",
     )
     p.add_argument(
         "model",
