@@ -15,7 +15,13 @@ to interleave with every artifact in short blocks, which cancels the drift of a 
 the teacher (speed-up) and to the compute floor (FLOPs / the matmul rate measured in the same run) are
 reported too. The web bundle also runs in headless Chromium (``kdmobile.harness.browser``), 1 thread and
 multi-threaded, with the JavaScript tokenizer, and must give the same token ids and the same top-1 as
-Python onnxruntime on every evaluation example.
+Python onnxruntime on every evaluation example; its reference is a fixed ONNX model timed in the same page
+(``kdmobile.harness.reference``), since a browser cannot share a process with the eager student. Each
+entry names its reference (``ratio_reference``); ``kdmobile check`` compares only ratios to the same one.
+
+Every entry with accuracy figures also records its per-example ``outcomes`` (which examples it got right,
+and its top class per example), with the evaluation set's fingerprint: ``kdmobile check`` judges an
+accuracy change by a paired test on the examples that flipped.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ RUNTIME_DIST = {
     "coreml": "coremltools",
 }
 PY_RUNTIME_LABEL = {"onnx-web": "onnxruntime (Python, CPU)"}
+PY_REFERENCE = "eager student (PyTorch, same worker process)"
 FAILED = ("load_failed", "run_failed", "mismatch")
 
 
@@ -170,23 +177,6 @@ class _Bench:
         i = self.eval_set.latency_index
         return model_flops(model, (torch.from_numpy(self.eval_set.ids[i : i + 1]),))
 
-    def reference_call(self) -> Callable[[], Any]:
-        """The eager student on the timed example, in this process (the browser runs' reference)."""
-        import torch
-
-        from kdmobile.checkpoint import load_checkpoint
-
-        torch.set_num_threads(self.opt.threads)
-        model, _ = load_checkpoint(self.checkpoint)
-        i = self.eval_set.latency_index
-        x = torch.from_numpy(np.ascontiguousarray(self.eval_set.ids[i : i + 1]))
-
-        def ref() -> Any:
-            with torch.inference_mode():
-                return model(x)
-
-        return ref
-
     def job(self, kind: str, **extra: Any) -> dict[str, Any]:
         o = self.opt
         return {
@@ -217,6 +207,7 @@ class _Bench:
         entry["samples_ms"] = lat["samples_ms"]
         entry["ratio_samples"] = lat["ratio_samples"] or None
         entry["ratio_to_reference"] = lat["ratio_p50"]
+        entry["ratio_reference"] = PY_REFERENCE if lat["ratio_samples"] else None
         entry["load_ms"] = res.get("load_ms")
         entry["peak_memory_bytes"] = res.get("peak_memory_bytes")
         entry["measurement"] = {k: lat[k] for k in ("rounds", "seconds", "warmup_runs")}
@@ -229,7 +220,28 @@ class _Bench:
         return entry
 
 
+def outcomes(
+    logits: np.ndarray, acceptable: list[list[int]], teacher_logits: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Per-example outcomes behind the accuracy figures: ``top1`` (the top class is acceptable),
+    ``recall_at_3`` (an acceptable class is among the 3 best), ``teacher_agreement`` (same top class as the
+    teacher) and ``top1_class``. Ties go to the lower class index, as ``np.argmax`` and a stable sort do."""
+    logits = np.asarray(logits)
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :3]
+    ok = [set(a) for a in acceptable]
+    out = {
+        "top1_class": top[:, 0],
+        "top1": np.array([t[0] in a for t, a in zip(top, ok, strict=True)]),
+        "recall_at_3": np.array([any(int(c) in a for c in t) for t, a in zip(top, ok, strict=True)]),
+    }
+    if teacher_logits is not None:
+        out["teacher_agreement"] = np.asarray(teacher_logits).argmax(1) == top[:, 0]
+    return out
+
+
 def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> None:
+    from kdmobile.harness.stats import pack_bits
+
     if logits is None:
         return
     m = b.eval_set.metrics(logits, b.teacher_logits)
@@ -239,6 +251,15 @@ def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> No
     entry["n_examples"] = int(m["n"])
     if m.get("kl") is not None:
         entry["details"]["kl_to_teacher"] = m["kl"]
+    # What `kdmobile check` tests pairwise. A metric whose per-example mean is not the task's own figure
+    # (a task with other metric definitions) is left out rather than judged on something else.
+    per = outcomes(logits, b.eval_set.acceptable, b.teacher_logits)
+    kept: dict[str, Any] = {"n": int(len(logits)), "eval_fingerprint": b.eval_set.fingerprint()}
+    for metric in ("top1", "recall_at_3", "teacher_agreement"):
+        if metric in per and m.get(metric) is not None and abs(float(per[metric].mean()) - m[metric]) < 1e-9:
+            kept[metric] = pack_bits(per[metric])
+    kept["top1_class"] = [int(c) for c in per["top1_class"]]
+    entry["outcomes"] = kept
 
 
 def _measure_student(b: _Bench) -> dict[str, Any]:
@@ -345,6 +366,7 @@ def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
 
 def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from kdmobile.harness import browser as B
+    from kdmobile.harness.reference import REFERENCE_ID
 
     bundle = b.dir / "onnx-web" / "bundle"
     py = {e["precision"]: e for e in artifacts if e["target"] == "onnx-web"}
@@ -394,7 +416,6 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[st
             b.eval_set.texts,
             models=[m for _, m in models],
             threads=threads,
-            reference=b.reference_call(),
             latency_index=b.eval_set.latency_index,
             warmup_runs=b.opt.warmup_runs,
             min_runs=b.opt.min_runs,
@@ -427,13 +448,14 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[st
         if run.ratios.size:
             e["ratio_samples"] = thin(run.ratios, 3000)
             e["ratio_to_reference"] = float(np.median(run.ratios))
+            e["ratio_reference"] = REFERENCE_ID
         e["details"].update(
             {
                 "cross_origin_isolated": run.cross_origin_isolated,
                 "effective_threads": run.threads,
                 "tokenize_ms_total": run.tokenize_ms,
                 "user_agent": run.user_agent,
-                "reference_note": "ratios: browser blocks alternate with eager-student blocks in the bench process",
+                "reference_note": "ratios: model blocks alternate with blocks of the fixed reference model in the page",
             }
         )
         problems = []
@@ -616,7 +638,8 @@ def run_bench(
         "settings": {**asdict(options), "reference": "student"},
         "reference": {
             "id": "student",
-            "what": "the eager PyTorch student, same threads and input, interleaved with each entry",
+            "what": "the eager PyTorch student, same threads and input, interleaved with each Python-side entry "
+            "in its worker; in-browser entries: the fixed reference ONNX model in the same page",
         },
         "teacher": teacher,
         "student": student,
