@@ -46,28 +46,33 @@ class Latency:
         return float(np.median(self.ratios)) if self.ratios.size else None
 
 
-def _block_runs(call: Callable[[], Any], seconds: float, warmup_runs: int) -> tuple[int, int]:
-    """Warm ``call`` up; return (runs done, runs per block of about ``seconds``)."""
-    times: list[int] = []
+def _warm_up(call: Callable[[], Any], warmup_runs: int) -> int:
+    """Untimed runs: at least ``warmup_runs`` and at least 50 ms (allocator, caches, lazy kernel selection)."""
+    runs = 0
     t0 = time.perf_counter()
-    # At least `warmup_runs` and at least 50 ms of warm-up (allocator, caches, lazy kernel selection).
-    while len(times) < warmup_runs or time.perf_counter() - t0 < 0.05:
-        _timed_block(call, 1, times)
-    per_call = float(np.median(times[len(times) // 2 :])) * 1e-9  # the settled half, robust to spikes
-    return len(times), max(1, int(seconds / max(per_call, 1e-9)))
+    while runs < warmup_runs or time.perf_counter() - t0 < 0.05:
+        call()
+        runs += 1
+    return runs
 
 
-def _timed_block(call: Callable[[], Any], runs: int, out: list[int]) -> None:
+def _median_block(call: Callable[[], Any], seconds: float, out: list[int]) -> float:
+    """Run ``call`` for ``seconds`` of wall time (at least once); append each run's ns; their median.
+
+    Blocks are timed by the wall clock, not by a run count fixed at warm-up: on a loaded machine a run
+    takes several times longer than it did then, and a fixed count would stretch every block (measured
+    here: 7 blocks instead of 50 in a 1 s window with ten runnable processes on 2 cores).
+    """
     clock = time.perf_counter_ns
-    for _ in range(runs):
+    first = len(out)
+    end = clock() + int(seconds * 1e9)
+    while True:
         t0 = clock()
         call()
-        out.append(clock() - t0)
-
-
-def _median_block(call: Callable[[], Any], runs: int, out: list[int]) -> float:
-    first = len(out)
-    _timed_block(call, runs, out)
+        t1 = clock()
+        out.append(t1 - t0)
+        if t1 >= end:
+            break
     return float(np.median(out[first:]))
 
 
@@ -107,10 +112,9 @@ def measure_latency(
     Returns:
         the per-run samples of ``call`` and of ``reference`` and the per-block ratios.
     """
-    warm, block = _block_runs(call, block_seconds, warmup_runs)
-    ref_block = 0
+    warm = _warm_up(call, warmup_runs)
     if reference is not None:
-        _, ref_block = _block_runs(reference, block_seconds, warmup_runs)
+        _warm_up(reference, warmup_runs)
     samples: list[int] = []
     ref_samples: list[int] = []
     art_medians: list[float] = []
@@ -122,17 +126,16 @@ def measure_latency(
     start = time.perf_counter()
     try:
         if reference is not None:
-            ref_medians.append(_median_block(reference, ref_block, ref_samples))
+            ref_medians.append(_median_block(reference, block_seconds, ref_samples))
         while True:
             elapsed = time.perf_counter() - start
             if len(samples) >= min_runs and elapsed >= min_seconds:
                 break
             if max_seconds is not None and elapsed >= max_seconds and len(samples) >= 3:
                 break
-            n = block if len(samples) >= min_runs else min(block, max(1, min_runs - len(samples)))
-            art_medians.append(_median_block(call, n, samples))
+            art_medians.append(_median_block(call, block_seconds, samples))
             if reference is not None:
-                ref_medians.append(_median_block(reference, ref_block, ref_samples))
+                ref_medians.append(_median_block(reference, block_seconds, ref_samples))
             rounds += 1
     finally:
         seconds = time.perf_counter() - start
