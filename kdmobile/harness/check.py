@@ -170,29 +170,17 @@ def _latency_row(
     yr = np.asarray(base.get("ratio_samples") or [], dtype=np.float64)
     xr, yr = xr[xr > 0], yr[yr > 0]
     threshold = f"+{pct:g}% (p<{alpha:g})"
+    unjudged: tuple[str, str] | None = None
     if base.get("ratio_reference") != cur.get("ratio_reference"):
-        return Row(
-            name,
-            "latency ratio",
-            "–",
-            "–",
-            "–",
-            threshold,
+        unjudged = (
             "REGRESSION",
             f"ratios to another reference ({base.get('ratio_reference')!r} in the baseline, "
             f"{cur.get('ratio_reference')!r} now): not comparable; re-take the baseline",
         )
-    if xr.size < MIN_SAMPLES or yr.size < MIN_SAMPLES:
-        return Row(
-            name,
-            "latency ratio",
-            "–",
-            "–",
-            "–",
-            threshold,
-            "skipped",
-            f"too few per-block ratios ({xr.size}, {yr.size})",
-        )
+    elif xr.size < MIN_SAMPLES or yr.size < MIN_SAMPLES:
+        unjudged = ("skipped", f"too few per-block ratios ({xr.size}, {yr.size})")
+    if unjudged:
+        return Row(name, "latency ratio", "–", "–", "–", threshold, *unjudged)
     test = shifted_mann_whitney(np.log(xr), np.log(yr), shift=math.log1p(pct / 100.0))
     moved = math.exp(test.shift_estimate) - 1.0
     regression = test.p_value < alpha and moved > pct / 100.0
