@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from kdmobile.harness.timing import bracketed_ratios
+from kdmobile.harness.timing import MIN_BLOCKS, bracketed_ratios
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -205,7 +205,7 @@ def run_bundle(
                     start = time.perf_counter()
                     while True:
                         elapsed = time.perf_counter() - start
-                        if n_runs >= min_runs and elapsed >= min_seconds:
+                        if n_runs >= min_runs and elapsed >= min_seconds and len(ratios) >= MIN_BLOCKS:
                             break
                         if max_seconds is not None and elapsed >= max_seconds and len(samples) >= 3:
                             break

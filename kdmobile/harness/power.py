@@ -151,6 +151,7 @@ def run(
                     "ok": res.ok,
                     "regressions": [f"{r.entry} {r.metric}: {r.change} {r.detail}" for r in res.regressions],
                     "latency_change": {r.entry: r.change for r in res.rows if r.metric == "latency ratio"},
+                    "latency_detail": {r.entry: r.detail for r in res.rows if r.metric == "latency ratio"},
                 },
             }
             for s in SLOWDOWNS:

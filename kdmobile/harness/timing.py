@@ -26,6 +26,8 @@ import numpy as np
 
 from kdmobile.harness.stats import summarize
 
+MIN_BLOCKS = 30  # per entry; `kdmobile check` judges latency on at least 20 blocks (check.MIN_SAMPLES)
+
 
 @dataclass
 class Latency:
@@ -97,8 +99,10 @@ def measure_latency(
     min_seconds: float = 10.0,
     max_seconds: float | None = None,
     block_seconds: float = 0.01,
+    min_blocks: int = MIN_BLOCKS,
 ) -> Latency:
-    """Time ``call()`` until at least ``min_runs`` runs and ``min_seconds`` of wall time have passed.
+    """Time ``call()`` until at least ``min_runs`` runs, ``min_blocks`` blocks and ``min_seconds`` of wall
+    time have passed.
 
     Args:
         call: the exact call to time (e.g. ``lambda: runtime(ids)``), inputs prepared beforehand.
@@ -108,6 +112,8 @@ def measure_latency(
         min_seconds: the least wall time of the measurement loop (artifact and reference blocks together).
         max_seconds: stop after this much wall time even if ``min_runs`` is not reached (at least 3 runs).
         block_seconds: the length of one block; drift slower than this cancels in the ratios.
+        min_blocks: the least number of artifact blocks (ratios): the statistical unit of the check, so a
+            loaded machine (where a 10 ms block stretches to 20-40 ms) measures longer, not with fewer.
 
     Returns:
         the per-run samples of ``call`` and of ``reference`` and the per-block ratios.
@@ -129,7 +135,7 @@ def measure_latency(
             ref_medians.append(_median_block(reference, block_seconds, ref_samples))
         while True:
             elapsed = time.perf_counter() - start
-            if len(samples) >= min_runs and elapsed >= min_seconds:
+            if len(samples) >= min_runs and elapsed >= min_seconds and rounds >= min_blocks:
                 break
             if max_seconds is not None and elapsed >= max_seconds and len(samples) >= 3:
                 break
