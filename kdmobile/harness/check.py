@@ -6,8 +6,8 @@ What counts as a regression, per entry (matched on ``id``, e.g. ``executorch/int
 
 - **status**: ok (or ``conversion_validated``) in the baseline, now failing or missing;
 - **latency**: judged on *same-run ratios* (the artifact timed in blocks interleaved with a reference in
-  the same process: the eager student in the Python worker, a fixed ONNX model in the browser page; one
-  ratio per block), never on absolute time, so a slower or busier machine does not fail the check but a
+  the same process: a fixed ONNX model in the browser page and for onnxruntime, the eager student for
+  the other Python runtimes; one ratio per block), never on absolute time, so a slower or busier machine does not fail the check but a
   slower artifact does. The test is a one-sided Mann-Whitney U over the per-block log-ratios shifted by
   the threshold: regression if the evidence says the ratio grew by more than ``latency_pct`` (p <
   ``alpha``), so noise alone does not fail it however many blocks there are (in-browser runs use

@@ -151,6 +151,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             try:
                 logits = np.concatenate([np.asarray(runtime(rows[i : i + 1])[0]) for i in range(len(rows))])
                 x = np.ascontiguousarray(rows[index : index + 1])
+                if path.suffix == ".onnx":
+                    # The fixed reference is an ONNX model: time it in the artifact's own runtime.
+                    from kdmobile.harness.reference import ORT_REFERENCE_ID, ort_reference
+
+                    ref = ort_reference(eval_set.ids[index : index + 1], threads)
+                    result["ratio_reference"] = ORT_REFERENCE_ID
                 lat = measure_latency(lambda: runtime(x), reference=ref, **timing)
             except Exception as e:  # noqa: BLE001
                 return {**result, "status": "run_failed", "reason": f"{type(e).__name__}: {e}"}
