@@ -87,6 +87,10 @@ def test_fresh_export_passes_the_committed_baseline(st, baseline):
         assert e["status"] == "ok", e["reason"]
         assert e["latency_ms"]["p50"] > 0 and e["top1"] is not None and e["size_bytes"] > 0
         assert len(e["ratio_samples"]) >= MIN_SAMPLES and e["ratio_reference"]
+        # ONNX artifacts divide by the fixed ONNX reference in their own runtime, the others by the student.
+        assert ("kdmobile-reference" in e["ratio_reference"]) == (r["target"] == "onnx-web"), e[
+            "ratio_reference"
+        ]
         # Per-example outcomes whose means are the reported figures (the paired test reads them).
         o = e["outcomes"]
         assert (
