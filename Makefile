@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # Shared 2-core machines: spinning OpenMP workers stall each other under load (measured 10x slower training).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup demo test test-fast bench-mnist bench serve lint format clean
+.PHONY: setup demo test test-fast bench-mnist bench-check bench serve lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "make: Python 3.11 is needed ($(PY) not found)"; exit 2; }
@@ -57,6 +57,11 @@ test-fast: setup
 
 bench-mnist: setup
 	$(BIN)/python -m kdmobile.tasks.mnist.hinton -o build/bench/hinton_mnist.json
+
+# False alarms and power of `kdmobile check`: 20 checks of unchanged artifacts on this machine and 20 with
+# two CPU hogs, plus injected slowdowns / accuracy drops and a real slower variant (build/power/power.md).
+bench-check: setup
+	$(BIN)/python -m kdmobile.tasks.selftest.power -o build/power
 
 serve: setup
 	$(BIN)/python -m kdmobile.serve demo_app --port $${PORT:-8000}

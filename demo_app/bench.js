@@ -6,9 +6,11 @@
 // (numThreads is fixed when the wasm backend starts, so one page load per thread count), then exposes
 // `window.kdmobileBench`: `prepare(params)` loads one model file, tokenizes every given text with the JS
 // port of the tokenizer (tokenizer.js) and runs the model on each (the accuracy pass), returning ids and
-// logits so Python can check them against its own tokenizer and onnxruntime; `timeBlock(seconds)` times
-// `session.run` at batch 1 with performance.now(); Python alternates these blocks with blocks of its
-// same-run reference, so both see the same machine; `release()` frees the session.
+// logits so Python can check them against its own tokenizer and onnxruntime; `timeBlocks(p)` times
+// `session.run` at batch 1 with performance.now() in blocks that alternate with blocks of a fixed reference
+// model (kdmobile/harness/reference.py, handed over by Python as base64) run by the same kind of session
+// on the same input, in this page: both see the same machine at the same moment, so load cancels in their
+// ratio; `release()` frees the sessions.
 
 import { encode, prepareConfig } from "./tokenizer.js";
 
@@ -18,7 +20,7 @@ const params = new URLSearchParams(location.search);
 const status = document.getElementById("status");
 
 const state = { ort: null, tokenizer: null, current: null };
-window.kdmobileBench = { ready: false, error: null, prepare, timeBlock, release, info };
+window.kdmobileBench = { ready: false, error: null, prepare, timeBlocks, release, info };
 
 async function fetchJson(url) {
   const r = await fetch(url);
@@ -67,9 +69,9 @@ function argmaxRows(data, rows, cols) {
 
 /**
  * Load one model file of the bundle, tokenize every text in JS, run the model on each (the accuracy pass)
- * and warm the session up for timing; `timeBlock` then times it, `release` frees it.
+ * and warm the session (and the reference's) up for timing; `timeBlocks` then times them, `release` frees them.
  * @param {object} p - {model: "model_fp32.onnx", texts: string[], latencyIndex: number, warmupRuns: number,
- *   returnIds: boolean}
+ *   returnIds: boolean, reference: base64 of the reference ONNX model}
  */
 async function prepare(p) {
   const ort = state.ort;
@@ -100,7 +102,16 @@ async function prepare(p) {
   // The timed input: one fixed example, batch 1; warmed up here so the first block is not start-up.
   const feed = new ort.Tensor("int64", BigInt64Array.from(ids[p.latencyIndex || 0], (v) => BigInt(v)), [1, L]);
   for (let i = 0; i < Math.max(p.warmupRuns || 20, 1); i++) await session.run({ [inputName]: feed });
-  state.current = { session, feed, inputName };
+  let ref = null;
+  if (p.reference) {
+    const refBytes = Uint8Array.from(atob(p.reference), (c) => c.charCodeAt(0));
+    const refSession = await ort.InferenceSession.create(refBytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    const refFeed = new ort.Tensor("int64", BigInt64Array.from(ids[p.latencyIndex || 0], (v) => BigInt(v)), [1, L]);
+    const refInput = refSession.inputNames[0];
+    for (let i = 0; i < Math.max(p.warmupRuns || 20, 1); i++) await refSession.run({ [refInput]: refFeed });
+    ref = { session: refSession, feed: refFeed, inputName: refInput };
+  }
+  state.current = { session, feed, inputName, ref };
   return {
     ...info(),
     model: p.model,
@@ -118,37 +129,65 @@ async function prepare(p) {
 }
 
 /**
- * Time the prepared session for about `seconds` (one block; Python interleaves its reference between
- * blocks). performance.now() is coarsened (5 us even when cross-origin isolated), so runs are grouped in
- * sub-blocks of at least SUB_MS (~20 timer ticks): a sample is the mean time per run over one sub-block.
- * Sub-blocks are short so that a preemption by another process spoils few samples (the median then
- * ignores them). A model slower than SUB_MS gets one run per sample, i.e. plain per-run timing.
+ * Time one session for about `ms` milliseconds. performance.now() is coarsened (5 us even when
+ * cross-origin isolated), so runs are grouped in sub-blocks of at least SUB_MS (~20 timer ticks): a sample
+ * is the mean time per run over one sub-block. Sub-blocks are short so that a preemption by another
+ * process spoils few samples. A model slower than SUB_MS gets one run per sample (plain per-run timing).
  */
-async function timeBlock(seconds) {
+async function timeBlock(t, ms, samples) {
   const SUB_MS = 0.1;
-  const { session, feed, inputName } = state.current;
-  const samples = [];
+  const first = samples.length;
   let runs = 0;
-  const start = performance.now();
-  const end = start + seconds * 1000;
+  const end = performance.now() + ms;
   do {
     const a = performance.now();
     let n = 0;
     let b = a;
     do {
-      await session.run({ [inputName]: feed });
+      await t.session.run({ [t.inputName]: t.feed });
       n++;
       b = performance.now();
     } while (b - a < SUB_MS);
     samples.push((b - a) / n);
     runs += n;
   } while (performance.now() < end);
-  return { samples, runs };
+  return { runs, median: median(samples.slice(first)) };
+}
+
+function median(values) {
+  const v = values.sort((x, y) => x - y);
+  return (v[Math.floor((v.length - 1) / 2)] + v[Math.ceil((v.length - 1) / 2)]) / 2;
+}
+
+/**
+ * Time the prepared model for about `p.seconds`, in blocks of `p.blockSeconds` that alternate with the
+ * reference's (R A R ... A R), so each artifact block has a reference block on both sides. Returns the
+ * artifact's samples, each block's median per-run time (`artMedians`, and `refMedians` with one more
+ * entry), and the number of artifact runs.
+ */
+async function timeBlocks(p) {
+  const { ref } = state.current;
+  const ms = p.blockSeconds * 1000;
+  const samples = [];
+  const refSamples = [];
+  const artMedians = [];
+  const refMedians = [];
+  let runs = 0;
+  const end = performance.now() + p.seconds * 1000;
+  if (ref) refMedians.push((await timeBlock(ref, ms, refSamples)).median);
+  do {
+    const blk = await timeBlock(state.current, ms, samples);
+    artMedians.push(blk.median);
+    runs += blk.runs;
+    if (ref) refMedians.push((await timeBlock(ref, ms, refSamples)).median);
+  } while (performance.now() < end);
+  return { samples, artMedians, refMedians, runs };
 }
 
 async function release() {
   if (state.current) {
     await state.current.session.release();
+    if (state.current.ref) await state.current.ref.session.release();
     state.current = null;
   }
 }

@@ -48,7 +48,10 @@ def test_interleaved_ratio_cancels_a_machine_slowdown():
     quarter = lat.samples_ms.size // 5
     early, late = np.median(lat.samples_ms[:quarter]), np.median(lat.samples_ms[-quarter:])
     assert late / early > 2.0  # the machine really slowed down
-    r_early, r_late = np.median(lat.ratios[:quarter]), np.median(lat.ratios[-quarter:])
+    # One ratio per artifact block (rounds), each between two reference blocks.
+    assert lat.ratios.size == lat.rounds >= 5
+    q = lat.ratios.size // 5
+    r_early, r_late = np.median(lat.ratios[:q]), np.median(lat.ratios[-q:])
     assert 1.5 < r_early < 2.7 and 1.5 < r_late < 2.7
     assert abs(np.log(r_late / r_early)) < np.log(1.3)
 
@@ -68,3 +71,14 @@ def test_peak_memory_counts_what_the_block_allocates():
 def test_timed_returns_value_and_ms():
     value, ms = timed(lambda: sum(range(1000)))
     assert value == 499500 and ms > 0
+
+
+def test_bracketed_ratios_cancel_a_steady_drift():
+    from kdmobile.harness.timing import bracketed_ratios
+
+    # The machine slows by 10 % per block (R A R A R ...); the artifact costs 2x the reference throughout.
+    speed = 1.1 ** np.arange(9)
+    ref, art = speed[0::2], 2 * speed[1::2]  # 5 reference blocks around 4 artifact blocks
+    assert np.allclose(bracketed_ratios(art, ref), 2.0)
+    with pytest.raises(ValueError):
+        bracketed_ratios(art, ref[:-1])

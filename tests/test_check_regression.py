@@ -23,8 +23,9 @@ from types import SimpleNamespace
 import pytest
 
 from kdmobile.harness.bench import run_bench
-from kdmobile.harness.check import compare, format_table
+from kdmobile.harness.check import MIN_SAMPLES, compare, format_table
 from kdmobile.harness.report import read_report
+from kdmobile.harness.stats import unpack_bits
 from kdmobile.tasks.selftest import fixture as selftest
 
 pytestmark = [pytest.mark.slow]
@@ -85,7 +86,19 @@ def test_fresh_export_passes_the_committed_baseline(st, baseline):
         )
         assert e["status"] == "ok", e["reason"]
         assert e["latency_ms"]["p50"] > 0 and e["top1"] is not None and e["size_bytes"] > 0
-        assert len(e["ratio_samples"]) >= 200
+        assert len(e["ratio_samples"]) >= MIN_SAMPLES and e["ratio_reference"]
+        # ONNX artifacts divide by the fixed ONNX reference in their own runtime, the others by the student.
+        assert ("kdmobile-reference" in e["ratio_reference"]) == (r["target"] == "onnx-web"), e[
+            "ratio_reference"
+        ]
+        # Per-example outcomes whose means are the reported figures (the paired test reads them).
+        o = e["outcomes"]
+        assert (
+            o["n"] == e["n_examples"] == len(o["top1"])
+            and o["eval_fingerprint"] == report["eval_fingerprint"]
+        )
+        for metric in ("top1", "recall_at_3", "teacher_agreement"):
+            assert unpack_bits(o[metric]).mean() == pytest.approx(e[metric], abs=1e-12), metric
     assert report["teacher"]["status"] == "ok" and report["student"]["status"] == "ok"
     # In the browser: 1 and 2 wasm threads, the JS tokenizer exact, the same top-1 as Python onnxruntime.
     browser = [e for e in entries.values() if e["kind"] == "browser"]
@@ -101,6 +114,11 @@ def test_fresh_export_passes_the_committed_baseline(st, baseline):
         assert e["details"]["effective_threads"] == e["threads"] and e["details"]["cross_origin_isolated"]
         py = entries[f"onnx-web/{e['precision']}/onnxruntime (Python, CPU)"]
         assert e["top1"] == py["top1"] and e["recall_at_3"] == py["recall_at_3"]
+        assert e["outcomes"]["top1"] == py["outcomes"]["top1"]
+        # The browser's ratios divide by the fixed reference model timed in the same page.
+        assert (
+            e["ratio_reference"].startswith("kdmobile-reference") and len(e["ratio_samples"]) >= MIN_SAMPLES
+        )
     md = (OUT / "report.md").read_text()
     assert all(f"| {e['target']} | {e['precision']} |" in md for e in entries.values())
     result, table = _check(report, baseline)

@@ -1,7 +1,8 @@
 """The check's statistics and rules on constructed reports (fast; no runtime involved).
 
-Golden values: the rank test against scipy.stats.mannwhitneyu where scipy is installed, and hand-computed
-ranks/U otherwise; the check's verdicts on samples built with a known shift.
+Golden values: the rank test against scipy.stats.mannwhitneyu and the exact McNemar test against
+scipy.stats.binomtest where scipy is installed, and hand-computed values otherwise; the check's verdicts on
+samples built with a known shift and on outcome vectors with known flips.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ import pytest
 from kdmobile.errors import UsageError
 from kdmobile.harness.check import compare, format_table, parse_threshold_overrides
 from kdmobile.harness.report import SCHEMA, SCHEMA_VERSION, new_entry
-from kdmobile.harness.stats import hodges_lehmann, mann_whitney_greater, shifted_mann_whitney, summarize, thin
+from kdmobile.harness.stats import (
+    binomial_upper_tail,
+    hodges_lehmann,
+    mann_whitney_greater,
+    mcnemar_worse,
+    pack_bits,
+    shifted_mann_whitney,
+    summarize,
+    thin,
+    unpack_bits,
+)
 
 
 def test_mann_whitney_small_case_by_hand():
@@ -78,7 +89,32 @@ def test_summarize_and_thin():
 # --- the check on constructed reports -----------------------------------------------------------------
 
 
-def _entry(eid, target, precision, *, ratio=0.3, noise=0.05, n=1500, seed=0, **kw):
+N_EXAMPLES = 320
+# 198 of 320 right (61.9 %), fixed: the outcomes every constructed entry starts from.
+TOP1 = np.zeros(N_EXAMPLES, dtype=bool)
+TOP1[np.random.default_rng(7).permutation(N_EXAMPLES)[:198]] = True
+
+
+def _outcomes(top1=TOP1, fingerprint="f" * 64):
+    return {
+        "n": int(len(top1)),
+        "eval_fingerprint": fingerprint,
+        "top1": pack_bits(top1),
+        "recall_at_3": pack_bits(np.ones(len(top1), dtype=bool)),
+        "top1_class": [0] * len(top1),
+    }
+
+
+def _flip(top1, lose=0, gain=0, seed=0):
+    """``top1`` with ``lose`` right examples made wrong and ``gain`` wrong ones made right."""
+    rng = np.random.default_rng(seed)
+    out = top1.copy()
+    out[rng.choice(np.flatnonzero(top1), lose, replace=False)] = False
+    out[rng.choice(np.flatnonzero(~top1), gain, replace=False)] = True
+    return out
+
+
+def _entry(eid, target, precision, *, ratio=0.3, noise=0.05, n=1500, seed=0, top1_outcomes=TOP1, **kw):
     rng = np.random.default_rng(seed)
     ratios = np.exp(rng.normal(math.log(ratio), noise, n))
     base = dict(
@@ -91,10 +127,11 @@ def _entry(eid, target, precision, *, ratio=0.3, noise=0.05, n=1500, seed=0, **k
         size_bytes=1_000_000,
         latency_ms={"p50": ratio * 0.03, "p90": ratio * 0.033, "p99": ratio * 0.04, "mean": 0.0, "std": 0.0},
         ratio_samples=ratios.tolist(),
-        top1=0.62,
-        recall_at_3=0.85,
-        teacher_agreement=0.80,
+        ratio_reference="ref",
+        top1=float(top1_outcomes.mean()),
+        recall_at_3=1.0,
         retention=0.97,
+        outcomes=_outcomes(top1_outcomes),
     )
     base.update(kw)
     return new_entry(**base)
@@ -141,7 +178,67 @@ def test_latency_regression_on_ratio_not_on_absolute_time():
     assert row.change == "+40.0%" or abs(float(row.change.rstrip("%")) - 40) < 2
 
 
-def test_accuracy_retention_size_and_status_rules():
+def test_mcnemar_exact_by_hand_and_against_scipy():
+    assert binomial_upper_tail(7, 7) == 2.0**-7  # 7 losses, no gain: p = 1/128
+    assert binomial_upper_tail(6, 7) == 8 / 128  # 6 of 7 flips are losses: (C(7,6) + C(7,7)) / 2^7
+    assert binomial_upper_tail(0, 0) == 1.0 and binomial_upper_tail(3, 2) == 0.0
+    base = np.array([1, 1, 1, 0, 0, 1], dtype=bool)
+    now = np.array([0, 1, 0, 1, 0, 1], dtype=bool)
+    t = mcnemar_worse(base, now)
+    assert t.lost == (0, 2) and t.gained == (3,) and t.net_drop == pytest.approx(1 / 6)
+    assert t.p_value == pytest.approx(4 / 8) and t.p_gain == pytest.approx(7 / 8)
+    assert mcnemar_worse(base, base).p_value == 1.0  # a reproducible artifact: no flip, no evidence
+    assert unpack_bits(pack_bits(base)).tolist() == base.tolist() and pack_bits(base) == "111001"
+    stats = pytest.importorskip("scipy.stats")
+    for lost, gained in ((7, 0), (12, 5), (30, 18), (3, 9)):
+        ref = stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue
+        assert binomial_upper_tail(lost, lost + gained) == pytest.approx(ref, rel=1e-12)
+
+
+def test_accuracy_is_judged_on_the_examples_that_flipped():
+    base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1)])
+
+    def verdict(top1, **kw):
+        res = compare(
+            _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2, top1_outcomes=top1)]), base, **kw
+        )
+        row = next(r for r in res.rows if r.metric == "top1")
+        return row.verdict, row.detail
+
+    # The same examples right: ok, p = 1.
+    assert verdict(TOP1) == ("ok", "0 lost, 0 gained of 320, p=1")
+    # Two flipped (the int8 false alarm of a fixed 0.5-point rule): within noise.
+    assert verdict(_flip(TOP1, lose=2))[0] == "ok"
+    # A 2-point drop, 7 examples lost and none gained: p = 1/128 < 0.01; the lost ids are listed.
+    worse = _flip(TOP1, lose=7, seed=3)
+    v, detail = verdict(worse)
+    lost = np.flatnonzero(TOP1 & ~worse)
+    assert v == "REGRESSION" and detail.startswith("7 lost, 0 gained of 320, p=0.0078")
+    assert all(f"#{i}" in detail for i in lost)
+    # The same net drop hidden in churn (15 lost, 8 gained): not significant on 320 examples.
+    assert verdict(_flip(TOP1, lose=15, gain=8, seed=4))[0] == "ok"
+    # Significant but under the minimum effect: with accuracy_pt = 3, a 2.2-point drop passes.
+    assert verdict(worse, overrides=parse_threshold_overrides(["accuracy_pt=3"]))[0] == "ok"
+    assert verdict(_flip(TOP1, gain=8, seed=5))[0] == "improved"
+
+
+def test_a_baseline_without_per_example_outcomes_is_refused():
+    base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1)])
+    base["artifacts"][0]["outcomes"] = None
+    now = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2)])
+    with pytest.raises(UsageError, match="no per-example outcomes.*Re-take it.*kdmobile baseline update"):
+        compare(now, base)
+
+
+def test_ratios_to_another_reference_are_not_compared():
+    base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1)])
+    now = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2, ratio_reference="other")])
+    res = compare(now, base)
+    row = next(r for r in res.rows if r.metric == "latency ratio")
+    assert row.verdict == "REGRESSION" and "another reference" in row.detail
+
+
+def test_retention_size_and_status_rules():
     base = _report(
         [
             _entry("a/fp32/rt", "onnx-web", "fp32", seed=1),
@@ -151,18 +248,17 @@ def test_accuracy_retention_size_and_status_rules():
     )
     now = _report(
         [
-            _entry("a/fp32/rt", "onnx-web", "fp32", seed=2, top1=0.62 - 0.006, retention=0.97 - 0.004),
+            _entry("a/fp32/rt", "onnx-web", "fp32", seed=2, retention=0.97 - 0.04),
             _entry("b/int8/rt", "tflite", "int8", seed=6, size_bytes=1_060_000, status="ok"),
         ]
     )
     res = compare(now, base)
     v = _verdicts(res)
-    assert v[("onnx-web fp32", "top1")] == "REGRESSION"  # 0.6 point > 0.5
-    assert v[("onnx-web fp32", "retention")] == "ok"  # 0.4 point <= 0.5
+    assert v[("onnx-web fp32", "retention")] == "ok"  # judged through top1 (unchanged here)
     assert v[("tflite int8", "size")] == "REGRESSION"  # +6 % > 5 %
     assert v[("executorch fp32", "status")] == "REGRESSION"  # missing
     table = format_table(res)
-    assert "REGRESSION" in table and "3 regressions" in table
+    assert "REGRESSION" in table and "2 regressions" in table and "alpha=0.01" in table
 
 
 def test_thresholds_from_the_command_line_override():
@@ -207,7 +303,7 @@ def test_other_tool_versions_are_flagged():
 
 def test_other_evaluation_data_is_flagged_and_accuracy_not_judged():
     base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1)])
-    now = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2, top1=0.30)])
+    now = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2, top1_outcomes=_flip(TOP1, lose=100))])
     base["eval_fingerprint"], now["eval_fingerprint"] = "a" * 64, "b" * 64
     res = compare(now, base)
     assert not res.ok
@@ -215,3 +311,19 @@ def test_other_evaluation_data_is_flagged_and_accuracy_not_judged():
     assert v[("evaluation set", "data")] == "REGRESSION"
     assert ("onnx-web fp32", "top1") not in v  # not comparable, so not judged
     assert v[("onnx-web fp32", "latency ratio")] == "ok"
+
+
+def test_per_example_outcomes_average_to_the_task_metrics():
+    from kdmobile.harness.bench import outcomes
+    from kdmobile.tasks.email.metrics import compute
+
+    rng = np.random.default_rng(8)
+    logits = rng.normal(size=(320, 12)).round(1)  # rounding makes ties: both must break them the same way
+    teacher = rng.normal(size=(320, 12))
+    acceptable = [rng.choice(12, size=rng.integers(1, 4), replace=False).tolist() for _ in range(320)]
+    per = outcomes(logits, acceptable, teacher)
+    m = compute(logits, acceptable, teacher)
+    assert per["top1"].mean() == pytest.approx(m["top1"], abs=1e-12)
+    assert per["recall_at_3"].mean() == pytest.approx(m["recall_at_3"], abs=1e-12)
+    assert per["teacher_agreement"].mean() == pytest.approx(m["teacher_agreement"], abs=1e-12)
+    assert per["top1_class"].tolist() == logits.argmax(1).tolist()

@@ -26,12 +26,30 @@ from kdmobile.harness.report import (
     render_markdown,
     write_report,
 )
+from kdmobile.harness.stats import pack_bits
 
 OUT = Path(__file__).resolve().parents[1] / "build" / "test-artifacts" / "report"
 
 
 def _samples(ratio: float, seed: int, n: int = 400) -> list[float]:
     return np.exp(np.random.default_rng(seed).normal(math.log(ratio), 0.03, n)).tolist()
+
+
+N_EXAMPLES = 500
+
+
+def _outcomes(top1: float, recall_at_3: float, agreement: float) -> dict:
+    """Per-example outcomes with the given means: example i is right iff i < mean x n (so a lower top-1
+    loses the last right examples and gains none)."""
+    bits = lambda mean: pack_bits(np.arange(N_EXAMPLES) < round(mean * N_EXAMPLES))  # noqa: E731
+    return {
+        "n": N_EXAMPLES,
+        "eval_fingerprint": None,
+        "top1": bits(top1),
+        "recall_at_3": bits(recall_at_3),
+        "teacher_agreement": bits(agreement),
+        "top1_class": [0] * N_EXAMPLES,
+    }
 
 
 def _lat(p50: float) -> dict[str, float]:
@@ -55,6 +73,7 @@ def make_report(**changes: float) -> dict:
         teacher_agreement=1.0,
         retention=1.0,
         speedup_vs_teacher=1.0,
+        outcomes=_outcomes(0.70, 0.90, 1.0),
     )
     student = new_entry(
         id="student",
@@ -70,6 +89,7 @@ def make_report(**changes: float) -> dict:
         teacher_agreement=0.85,
         retention=0.68 / 0.70,
         speedup_vs_teacher=t50 / 0.034,
+        outcomes=_outcomes(0.68, 0.88, 0.85),
     )
 
     def art(target, precision, runtime, p50, size, top1, kind="artifact", threads=1, ratio=None):
@@ -89,6 +109,8 @@ def make_report(**changes: float) -> dict:
             teacher_agreement=0.84,
             retention=top1 / 0.70,
             ratio_samples=_samples(ratio or p50 / 0.034, hash((target, precision, kind)) % 1000),
+            ratio_reference="ref",
+            outcomes=_outcomes(top1, 0.87, 0.84),
         )
 
     arts = [
@@ -210,7 +232,7 @@ def test_cli_baseline_update_and_check_exit_codes(tmp_path, capsys):
     assert main(["check", str(tmp_path / "worse"), "--baseline", str(baseline)]) == 1
     out = capsys.readouterr().out
     assert "executorch fp32" in out and "latency ratio" in out and "+60" in out
-    assert "size" in out and "+20.0%" in out and "-2.00 pt" in out
+    assert "size" in out and "+20.0%" in out and "-2.00 pt" in out and "10 lost, 0 gained of 500" in out
     # Thresholds from the command line: a 25 % size allowance and a 100 % latency allowance for executorch.
     args = [
         "check",
@@ -226,6 +248,12 @@ def test_cli_baseline_update_and_check_exit_codes(tmp_path, capsys):
     ]
     assert main(args) == 0
     assert main(["check", str(tmp_path / "nope"), "--baseline", str(baseline)]) == 2
+    # A baseline from before per-example outcomes: refused (exit 2), with the command that re-takes it.
+    old = tmp_path / "old-baseline.json"
+    old.write_text(json.dumps({**b, "artifacts": [{**e, "outcomes": None} for e in b["artifacts"]]}))
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "same"), "--baseline", str(old)]) == 2
+    assert "kdmobile baseline update" in capsys.readouterr().err
     assert main(["check", str(tmp_path / "same"), "--baseline", str(baseline), "--threshold", "bogus=1"]) == 2
     capsys.readouterr()
 

@@ -21,9 +21,11 @@ def register(sub: Any) -> None:
         "check",
         help="fail (exit 1) if a report regressed against a baseline",
         description="Compare REPORT (report.json or its directory) with a baseline written by "
-        "`kdmobile baseline update`. Latency is judged on same-run ratios with a one-sided rank test; "
-        "accuracy/retention by absolute drop; size by relative growth; an entry that was ok and now fails "
-        "or is missing is a regression. Per-target thresholds come from targets/<name>.py "
+        "`kdmobile baseline update`. Latency is judged on same-run per-block ratios with a one-sided shifted "
+        "rank test; accuracy with an exact one-sided McNemar test on the examples that flipped (plus a "
+        "minimum drop), listing them; size by relative growth; an entry that was ok and now fails "
+        "or is missing is a regression. Every test runs at --alpha (the false-alarm rate at the threshold). "
+        "Per-target thresholds come from targets/<name>.py "
         "(check_thresholds) unless overridden here.",
         epilog="example: kdmobile check build/report --baseline baselines/email-x86_64-amd-epyc-2c.json",
     )
@@ -36,7 +38,7 @@ def register(sub: Any) -> None:
         "--accuracy-pt",
         type=float,
         metavar="PT",
-        help="allowed drop of top-1/recall@3/agreement/retention in points (default 0.5)",
+        help="least net drop of top-1/recall@3/agreement, in points, that fails when significant (default 0.5)",
     )
     p.add_argument("--size-pct", type=float, metavar="PCT", help="allowed size growth (default 5)")
     p.add_argument(
@@ -54,7 +56,10 @@ def register(sub: Any) -> None:
         help="compare only entries whose id starts with ID (repeatable), e.g. executorch/ or onnx-web/int8",
     )
     p.add_argument(
-        "--alpha", type=float, default=None, help="significance level of the latency test (default 0.01)"
+        "--alpha",
+        type=float,
+        default=None,
+        help="one-sided significance level of the latency and accuracy tests (default 0.01)",
     )
     p.add_argument(
         "-v", "--verbose", action="store_true", help="print every compared figure, not only what moved"

@@ -2,9 +2,11 @@
 
     kdmobile baseline update build/report/report.json -o baselines/email-x86_64-amd-epyc-2c.json
 
-A baseline keeps, per entry, what the check judges (status, size, accuracy, retention, the latency summary
-and up to ``MAX_RATIO_SAMPLES`` per-run same-run ratios for the rank test) plus the machine and every tool
-version, so a check against a baseline from another machine class or other versions can say so.
+A baseline keeps, per entry, what the check judges (status, size, accuracy, retention, the per-example
+``outcomes`` for the paired accuracy test, the latency summary and up to ``MAX_RATIO_SAMPLES`` per-block
+same-run ratios for the rank test, with the reference they divide by) plus the machine and every tool
+version, so a check against a baseline from another machine class or other versions can say so. A
+baseline written before per-example outcomes existed is refused by ``kdmobile check``: re-take it.
 Keep one baseline per device class (see docs/ci.md): ``baselines/<task>-<machine_class>.json``.
 """
 

@@ -15,7 +15,15 @@ to interleave with every artifact in short blocks, which cancels the drift of a 
 the teacher (speed-up) and to the compute floor (FLOPs / the matmul rate measured in the same run) are
 reported too. The web bundle also runs in headless Chromium (``kdmobile.harness.browser``), 1 thread and
 multi-threaded, with the JavaScript tokenizer, and must give the same token ids and the same top-1 as
-Python onnxruntime on every evaluation example.
+Python onnxruntime on every evaluation example; its reference is a fixed ONNX model timed in the same page
+(``kdmobile.harness.reference``), since a browser cannot share a process with the eager student, and the
+ONNX artifacts in Python onnxruntime use that model too (a reference in another runtime reacts to load
+differently). Each entry names its reference (``ratio_reference``); ``kdmobile check`` compares only
+ratios to the same one.
+
+Every entry with accuracy figures also records its per-example ``outcomes`` (which examples it got right,
+and its top class per example), with the evaluation set's fingerprint: ``kdmobile check`` judges an
+accuracy change by a paired test on the examples that flipped.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from kdmobile.interrupt import sigterm_as_interrupt
 
 # Statuses that fail a bench. ``corrupt``: the artifact's sha256 differs from its sidecar (never measured).
 FAILED = ("load_failed", "run_failed", "mismatch", "corrupt")
+PY_REFERENCE = "eager student (PyTorch, same worker process)"
 
 
 @dataclass
@@ -192,13 +201,6 @@ class _Bench:
             self.eval_set.rows([i])
         )
 
-    def reference_call(self) -> Callable[[], Any]:
-        """The same-run reference on the timed example, in this process (the browser runs' reference)."""
-        from kdmobile.harness.eager import load_model
-
-        model = load_model(self.reference, self.opt.threads, trust_unverified=self.opt.trust_unverified)
-        return model.call(self.eval_set.rows([self.eval_set.latency_index]))
-
     def job(self, kind: str, **extra: Any) -> dict[str, Any]:
         o = self.opt
         return {
@@ -232,6 +234,9 @@ class _Bench:
         entry["samples_ms"] = lat["samples_ms"]
         entry["ratio_samples"] = lat["ratio_samples"] or None
         entry["ratio_to_reference"] = lat["ratio_p50"]
+        entry["ratio_reference"] = (
+            (res.get("ratio_reference") or PY_REFERENCE) if lat["ratio_samples"] else None
+        )
         entry["load_ms"] = res.get("load_ms")
         entry["peak_memory_bytes"] = res.get("peak_memory_bytes")
         entry["measurement"] = {k: lat[k] for k in ("rounds", "seconds", "warmup_runs")}
@@ -244,8 +249,29 @@ class _Bench:
         return entry
 
 
+def outcomes(
+    logits: np.ndarray, acceptable: list[list[int]], teacher_logits: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Per-example outcomes behind the accuracy figures: ``top1`` (the top class is acceptable),
+    ``recall_at_3`` (an acceptable class is among the 3 best), ``teacher_agreement`` (same top class as the
+    teacher) and ``top1_class``. Ties go to the lower class index, as ``np.argmax`` and a stable sort do."""
+    logits = np.asarray(logits)
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :3]
+    ok = [set(a) for a in acceptable]
+    out = {
+        "top1_class": top[:, 0],
+        "top1": np.array([t[0] in a for t, a in zip(top, ok, strict=True)]),
+        "recall_at_3": np.array([any(int(c) in a for c in t) for t, a in zip(top, ok, strict=True)]),
+    }
+    if teacher_logits is not None:
+        out["teacher_agreement"] = np.asarray(teacher_logits).argmax(1) == top[:, 0]
+    return out
+
+
 def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> None:
     """Metrics on the evaluation set (classifiers) and fidelity to the reference model's outputs."""
+    from kdmobile.harness.stats import pack_bits
+
     if logits is None:
         return
     ref_id = "student" if b.checkpoint else b.reference_id
@@ -262,6 +288,15 @@ def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> No
     entry["n_examples"] = int(m["n"])
     if m.get("kl") is not None:
         entry["details"]["kl_to_teacher"] = m["kl"]
+    # What `kdmobile check` tests pairwise. A metric whose per-example mean is not the task's own figure
+    # (a task with other metric definitions) is left out rather than judged on something else.
+    per = outcomes(logits, b.eval_set.acceptable, b.teacher_logits)
+    kept: dict[str, Any] = {"n": int(len(logits)), "eval_fingerprint": b.eval_set.fingerprint()}
+    for metric in ("top1", "recall_at_3", "teacher_agreement"):
+        if metric in per and m.get(metric) is not None and abs(float(per[metric].mean()) - m[metric]) < 1e-9:
+            kept[metric] = pack_bits(per[metric])
+    kept["top1_class"] = [int(c) for c in per["top1_class"]]
+    entry["outcomes"] = kept
 
 
 def _measure_student(b: _Bench) -> dict[str, Any]:
@@ -389,6 +424,7 @@ def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
 
 def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from kdmobile.harness import browser as B
+    from kdmobile.harness.reference import REFERENCE_ID
 
     bundle = b.dir / "onnx-web" / "bundle"
     py = {e["precision"]: e for e in artifacts if e["target"] == "onnx-web"}
@@ -451,7 +487,6 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[st
             b.eval_set.texts,
             models=[m for _, m in models],
             threads=threads,
-            reference=b.reference_call(),
             latency_index=b.eval_set.latency_index,
             warmup_runs=b.opt.warmup_runs,
             min_runs=b.opt.min_runs,
@@ -484,13 +519,14 @@ def _measure_browser(b: _Bench, artifacts: list[dict[str, Any]]) -> list[dict[st
         if run.ratios.size:
             e["ratio_samples"] = thin(run.ratios, 3000)
             e["ratio_to_reference"] = float(np.median(run.ratios))
+            e["ratio_reference"] = REFERENCE_ID
         e["details"].update(
             {
                 "cross_origin_isolated": run.cross_origin_isolated,
                 "effective_threads": run.threads,
                 "tokenize_ms_total": run.tokenize_ms,
                 "user_agent": run.user_agent,
-                "reference_note": "ratios: browser blocks alternate with eager-student blocks in the bench process",
+                "reference_note": "ratios: model blocks alternate with blocks of the fixed reference model in the page",
             }
         )
         problems = []
@@ -712,10 +748,15 @@ def run_bench(
         "settings": {**asdict(options), "reference": b.reference_id or "none"},
         "reference": {
             "id": b.reference_id,
-            "what": "the eager PyTorch student, same threads and input, interleaved with each entry"
-            if b.checkpoint
-            else f"no eager model here ({b.folder.eager_note}): the fp32 artifact {b.reference_id}, same "
-            "threads and input, interleaved with each entry",
+            "what": (
+                "the eager PyTorch student, same threads and input, interleaved with each Python-side entry "
+                "in its worker"
+                if b.checkpoint
+                else f"no eager model here ({b.folder.eager_note}): the fp32 artifact {b.reference_id}, same "
+                "threads and input, interleaved with each Python-side entry"
+            )
+            + "; ONNX artifacts in Python onnxruntime and in-browser entries: the fixed reference ONNX "
+            "model, in the same process or page",
         },
         "teacher": teacher,
         "student": student,

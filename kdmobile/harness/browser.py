@@ -6,18 +6,22 @@
 is cross-origin isolated and wasm threads work) with the bundle at ``/models/``; Playwright drives Debian
 ``chromium``. For each thread count the page is loaded fresh (onnxruntime-web fixes ``numThreads`` when
 its wasm starts) and, per model file, tokenizes every held-out text in JavaScript, runs the model on each,
-and times ``session.run`` at batch 1 in blocks that alternate with blocks of the same-run reference (the
-eager student, in this Python process), as the Python-side entries do. Python then checks the JS token ids and the browser's top-1 against
-its own tokenizer and onnxruntime: any difference is a ``mismatch``, never a warning.
+and times ``session.run`` at batch 1 in blocks that alternate, inside the page, with blocks of a fixed
+reference model (``kdmobile.harness.reference``) run by the same onnxruntime-web session type on the same
+input: the ratio is then taken in one process at one time, as for the Python-side entries (a reference
+timed in Python, in another process, does not see the same load: +59 % on an unchanged artifact with two
+CPU hogs). Python then checks the JS token ids and the browser's top-1 against its own tokenizer and
+onnxruntime: any difference is a ``mismatch``, never a warning.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from kdmobile.harness.timing import _block_runs, _timed_block
+from kdmobile.harness.timing import MIN_BLOCKS, bracketed_ratios
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -86,7 +90,8 @@ class BrowserRun:
     ids: np.ndarray | None  # int64 [n, max_len], the JS tokenizer's output
     logits: np.ndarray  # float32 [n, classes]
     samples_ms: np.ndarray  # per-run latency: the mean over a sub-block of >= 0.1 ms of consecutive runs
-    ratios: np.ndarray  # each sample / the median of the interleaved reference block before it
+    ratios: np.ndarray  # per block: its median / the in-page reference blocks' around it (geometric mean)
+    ref_samples_ms: np.ndarray  # the in-page reference's block medians
     runs_per_sample: float
     runs: int
     ort_version: str | None
@@ -128,21 +133,22 @@ def run_bundle(
     *,
     models: Sequence[str] = ("model_fp32.onnx", "model_int8.onnx"),
     threads: Sequence[int] = (1, 2),
-    reference: Callable[[], Any] | None = None,
+    reference: bytes | None = None,
     latency_index: int = 0,
     warmup_runs: int = 20,
     min_runs: int = 200,
     min_seconds: float = 10.0,
     max_seconds: float | None = None,
-    block_seconds: float = 0.05,
+    block_seconds: float = 0.01,
+    call_seconds: float = 0.5,
     return_ids: bool = True,
     app: str | Path | None = None,
 ) -> tuple[list[BrowserRun], dict[str, str | None]]:
     """Serve ``demo_app`` with ``bundle`` at ``/models/`` and run every model at every thread count.
 
-    Timing alternates blocks of about ``block_seconds`` in the page with blocks of ``reference`` (a Python
-    call, e.g. the eager student) so that both see the same machine; each browser sample is divided by
-    the median of the reference block before it (``BrowserRun.ratios``).
+    Timing alternates blocks of about ``block_seconds`` of the model with blocks of ``reference`` (ONNX
+    bytes; default: :func:`kdmobile.harness.reference.reference_onnx`), both in the page, for about
+    ``call_seconds`` per round trip from Python; each model block gives one ratio (``BrowserRun.ratios``).
 
     Returns:
         the runs (model-major within each thread count) and versions (``chromium``, ``onnxruntime-web``).
@@ -160,7 +166,11 @@ def run_bundle(
     bundle = Path(bundle)
     runs: list[BrowserRun] = []
     versions: dict[str, str | None] = {"onnxruntime-web": ort_web_version(app)}
-    ref_block = _block_runs(reference, block_seconds, warmup_runs)[1] if reference is not None else 0
+    if reference is None:
+        from kdmobile.harness.reference import reference_onnx
+
+        reference = reference_onnx()
+    ref_b64 = base64.b64encode(reference).decode("ascii")
     with serving(app, models=bundle) as url, chromium_context() as ctx:
         versions["chromium"] = chromium_version(ctx)
         for n_threads in threads:
@@ -185,28 +195,28 @@ def run_bundle(
                             "latencyIndex": int(latency_index),
                             "warmupRuns": int(warmup_runs),
                             "returnIds": bool(return_ids),
+                            "reference": ref_b64,
                         },
                     )
                     samples: list[float] = []
                     ratios: list[float] = []
+                    ref_medians: list[float] = []
                     n_runs = 0
                     start = time.perf_counter()
                     while True:
                         elapsed = time.perf_counter() - start
-                        if n_runs >= min_runs and elapsed >= min_seconds:
+                        if n_runs >= min_runs and elapsed >= min_seconds and len(ratios) >= MIN_BLOCKS:
                             break
                         if max_seconds is not None and elapsed >= max_seconds and len(samples) >= 3:
                             break
-                        ref_med = None
-                        if reference is not None:
-                            ref_ns: list[int] = []
-                            _timed_block(reference, ref_block, ref_ns)
-                            ref_med = float(np.median(ref_ns)) * 1e-6
-                        blk = page.evaluate("s => window.kdmobileBench.timeBlock(s)", float(block_seconds))
+                        blk = page.evaluate(
+                            "p => window.kdmobileBench.timeBlocks(p)",
+                            {"seconds": float(call_seconds), "blockSeconds": float(block_seconds)},
+                        )
                         samples += blk["samples"]
                         n_runs += int(blk["runs"])
-                        if ref_med:
-                            ratios += [x / ref_med for x in blk["samples"]]
+                        ratios += bracketed_ratios(blk["artMedians"], blk["refMedians"]).tolist()
+                        ref_medians += blk["refMedians"]
                     page.evaluate("() => window.kdmobileBench.release()")
                     n, cols = int(res["n"]), int(res["cols"])
                     ids = np.asarray(res["ids"], dtype=np.int64).reshape(n, -1) if res.get("ids") else None
@@ -222,6 +232,7 @@ def run_bundle(
                             logits=np.asarray(res["logits"], dtype=np.float32).reshape(n, cols),
                             samples_ms=np.asarray(samples, dtype=np.float64),
                             ratios=np.asarray(ratios, dtype=np.float64),
+                            ref_samples_ms=np.asarray(ref_medians, dtype=np.float64),
                             runs_per_sample=n_runs / max(1, len(samples)),
                             runs=n_runs,
                             ort_version=res.get("ortVersion"),

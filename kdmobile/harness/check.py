@@ -2,17 +2,27 @@
 
     kdmobile check build/report/report.json --baseline baselines/email-x86_64-amd-epyc-2c.json
 
-What counts as a regression, per entry (matched on ``id``, e.g. ``executorch/int8/executorch``):
+What counts as a regression, per entry (matched on ``id``, e.g. ``executorch/int8/executorch (XNNPACK)``):
 
 - **status**: ok (or ``conversion_validated``) in the baseline, now failing or missing;
-- **latency**: judged on the *same-run ratio* (each run of the artifact divided by the reference measured in
-  the same run, interleaved), never on absolute time, so a slower machine does not fail the check but a
-  slower artifact does. The test is one-sided Mann-Whitney U over the per-run log-ratios: regression if
-  the evidence says the ratio grew by more than ``latency_pct`` (p < ``alpha``), so noise alone does not
-  fail it however many samples there are (in-browser runs use ``browser_latency_pct``, default 30 %);
-- **accuracy** (top-1, recall@3, teacher agreement) and **retention**: absolute drop > ``accuracy_pt``
-  percentage points;
+- **latency**: judged on *same-run ratios* (the artifact timed in blocks interleaved with a reference in
+  the same process: a fixed ONNX model in the browser page and for onnxruntime, the eager student for
+  the other Python runtimes; one ratio per block), never on absolute time, so a slower or busier machine does not fail the check but a
+  slower artifact does. The test is a one-sided Mann-Whitney U over the per-block log-ratios shifted by
+  the threshold: regression if the evidence says the ratio grew by more than ``latency_pct`` (p <
+  ``alpha``), so noise alone does not fail it however many blocks there are (in-browser runs use
+  ``browser_latency_pct``). Ratios to another reference (``ratio_reference``) are not compared;
+- **accuracy** (top-1, recall@3, teacher agreement): a paired test on the same examples. The exact
+  one-sided McNemar test counts the examples that flipped (right → wrong: lost; wrong → right: gained);
+  regression if the losses are significant (p < ``alpha``) *and* the net drop exceeds ``accuracy_pt``
+  points. The lost and gained example indices are listed. Retention (top-1 / teacher top-1) is shown and
+  judged through top-1 and the teacher's own entry. A baseline without per-example outcomes is refused;
 - **size**: relative growth > ``size_pct``.
+
+The false-alarm rate: each test is one-sided at ``alpha`` (default 0.01) when the true change sits exactly
+at its threshold, and far lower for an unchanged artifact (a reproducible export has no flipped example,
+so p = 1; a latency ratio must also move past its margin). Measured rates: ``python -m
+kdmobile.tasks.selftest.power`` (docs/ci.md).
 
 Thresholds: ``DEFAULT_CHECK_THRESHOLDS`` < the target's ``check_thresholds`` (``targets/<name>.py``) <
 ``--latency-pct/--accuracy-pt/--size-pct`` < ``--threshold TARGET.KEY=VALUE``.
@@ -30,7 +40,7 @@ import numpy as np
 from kdmobile.errors import UsageError
 from kdmobile.harness.machine import LATENCY_RELEVANT
 from kdmobile.harness.report import OK_STATUSES, all_entries, display_name, fmt_bytes
-from kdmobile.harness.stats import shifted_mann_whitney
+from kdmobile.harness.stats import mcnemar_worse, shifted_mann_whitney, unpack_bits
 
 # ``browser_latency_pct`` applies to in-browser runs instead of ``latency_pct``: a browser shares the
 # machine through several processes and its timer is coarse, so its same-run ratio is noisier (measured here
@@ -44,7 +54,7 @@ DEFAULTS: dict[str, float] = {
 THRESHOLD_KEYS = tuple(DEFAULTS)
 ACCURACY_METRICS = ("top1", "recall_at_3", "teacher_agreement", "retention")
 DEFAULT_ALPHA = 0.01
-MIN_SAMPLES = 20  # fewer per-run ratios than this: latency is not judged (and the row says so)
+MIN_SAMPLES = 20  # fewer per-block ratios than this: latency is not judged (and the row says so)
 
 
 @dataclass
@@ -160,17 +170,17 @@ def _latency_row(
     yr = np.asarray(base.get("ratio_samples") or [], dtype=np.float64)
     xr, yr = xr[xr > 0], yr[yr > 0]
     threshold = f"+{pct:g}% (p<{alpha:g})"
-    if xr.size < MIN_SAMPLES or yr.size < MIN_SAMPLES:
-        return Row(
-            name,
-            "latency ratio",
-            "–",
-            "–",
-            "–",
-            threshold,
-            "skipped",
-            f"too few per-run samples ({xr.size}, {yr.size})",
+    unjudged: tuple[str, str] | None = None
+    if base.get("ratio_reference") != cur.get("ratio_reference"):
+        unjudged = (
+            "REGRESSION",
+            f"ratios to another reference ({base.get('ratio_reference')!r} in the baseline, "
+            f"{cur.get('ratio_reference')!r} now): not comparable; re-take the baseline",
         )
+    elif xr.size < MIN_SAMPLES or yr.size < MIN_SAMPLES:
+        unjudged = ("skipped", f"too few per-block ratios ({xr.size}, {yr.size})")
+    if unjudged:
+        return Row(name, "latency ratio", "–", "–", "–", threshold, *unjudged)
     test = shifted_mann_whitney(np.log(xr), np.log(yr), shift=math.log1p(pct / 100.0))
     moved = math.exp(test.shift_estimate) - 1.0
     regression = test.p_value < alpha and moved > pct / 100.0
@@ -187,6 +197,81 @@ def _latency_row(
     )
 
 
+def _needs_outcomes(entry: dict[str, Any]) -> bool:
+    return entry.get("status") == "ok" and any(entry.get(m) is not None for m in ACCURACY_METRICS[:3])
+
+
+def _require_outcomes(report: dict[str, Any], baseline: dict[str, Any], only: Sequence[str] | None) -> None:
+    """Refuse a baseline (or report) without per-example outcomes: accuracy can then only be compared by
+    its mean, which is the noise-prone rule this check replaced."""
+
+    def missing(doc: dict[str, Any]) -> list[str]:
+        return [
+            e["id"]
+            for e in all_entries(doc)
+            if (not only or any(e["id"].startswith(o) for o in only))
+            and _needs_outcomes(e)
+            and not e.get("outcomes")
+        ]
+
+    task = baseline.get("task") or "TASK"
+    if bad := missing(baseline):
+        raise UsageError(
+            f"the baseline has no per-example outcomes for {len(bad)} entr{'ies' if len(bad) > 1 else 'y'} "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): it was written by an older kdmobile, "
+            "and accuracy is now judged by a paired test on the same examples. Re-take it: "
+            f"`kdmobile bench ARTIFACTS_DIR --task {task} -o build/report && kdmobile baseline update "
+            "build/report -o BASELINE.json` (the selftest one: "
+            "`python -m kdmobile.tasks.selftest build/selftest --update-baseline`)"
+        )
+    if bad := missing(report):
+        raise UsageError(
+            f"the report has no per-example outcomes for {', '.join(bad[:3])}: it was written by an older "
+            f"kdmobile; re-run `kdmobile bench ARTIFACTS_DIR --task {task} -o build/report`"
+        )
+
+
+def _fmt_ids(ids: Sequence[int], limit: int = 12) -> str:
+    shown = ", ".join(f"#{i}" for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _accuracy_row(
+    name: str, metric: str, base: dict[str, Any], cur: dict[str, Any], min_pt: float, alpha: float
+) -> Row:
+    """A paired test on the same examples: exact one-sided McNemar on the flips, plus a minimum drop."""
+    if metric == "retention":
+        # top1 / teacher top1: judged through top1 here and the teacher's own entry; shown for the record.
+        b, c = base[metric], cur[metric]
+        return Row(name, metric, f"{b:.4f}", f"{c:.4f}", f"{100 * (c - b):+.2f} pt", "via top1", "ok")
+    threshold = f"-{min_pt:g} pt (p<{alpha:g})"
+    bo, co = base.get("outcomes") or {}, cur.get("outcomes") or {}
+    fmt = f"{100 * base[metric]:.2f}%", f"{100 * cur[metric]:.2f}%"
+    if metric not in bo or metric not in co:
+        why = "no per-example outcomes for this metric in " + (
+            "the baseline" if metric not in bo else "the report"
+        )
+        return Row(name, metric, *fmt, "–", threshold, "skipped", why)
+    if bo.get("n") != co.get("n") or bo.get("eval_fingerprint") != co.get("eval_fingerprint"):
+        return Row(
+            name, metric, *fmt, "–", threshold, "REGRESSION", "per-example outcomes over other examples"
+        )
+    test = mcnemar_worse(unpack_bits(bo[metric]), unpack_bits(co[metric]))
+    drop_pt = 100.0 * test.net_drop
+    if test.p_value < alpha and drop_pt > min_pt + 1e-9:
+        verdict, p = "REGRESSION", test.p_value
+    elif test.p_gain < alpha and -drop_pt > min_pt + 1e-9:
+        verdict, p = "improved", test.p_gain
+    else:
+        verdict, p = "ok", min(test.p_value, test.p_gain)
+    detail = f"{len(test.lost)} lost, {len(test.gained)} gained of {test.n}, p={p:.2g}"
+    if test.lost:
+        detail += f"; lost {_fmt_ids(test.lost)}"
+    if test.gained:
+        detail += f"; gained {_fmt_ids(test.gained)}"
+    return Row(name, metric, *fmt, f"{-drop_pt:+.2f} pt", threshold, verdict, detail)
+
+
 def compare(
     report: dict[str, Any],
     baseline: dict[str, Any],
@@ -199,13 +284,20 @@ def compare(
 
     Args:
         overrides: thresholds by target (``"*"`` for all), from ``parse_threshold_overrides``.
-        alpha: significance level of the latency rank test.
+        alpha: one-sided significance level of every latency and accuracy test (the false-alarm rate
+            when the true change sits exactly at the threshold).
         only: compare only entries whose id starts with one of these (e.g. ``"executorch/"``,
             ``"teacher"``); default every baseline entry.
     """
     overrides = overrides or {}
     result = CheckResult()
+    _require_outcomes(report, baseline, only)
     absolute_ok, result.notes = _machine_notes(report, baseline)
+    result.notes.append(
+        f"false-alarm rate: every latency and accuracy test runs at alpha={alpha:g} (one-sided) and also "
+        "needs an effect beyond its threshold; latency: shifted Mann-Whitney on per-block log-ratios; "
+        "accuracy: exact McNemar on the examples that flipped"
+    )
     result.comparable_machine = absolute_ok
 
     def in_scope(eid: str) -> bool:
@@ -271,21 +363,8 @@ def compare(
         if measured and base.get("kind") in ("artifact", "browser"):
             result.rows.append(_latency_row(name, base, cur, th, alpha, absolute_ok))
         for metric in ACCURACY_METRICS if measured and same_data else ():
-            b, c = base.get(metric), cur.get(metric)
-            if b is None or c is None:
-                continue
-            drop_pt = 100.0 * (b - c)
-            verdict = (
-                "REGRESSION"
-                if drop_pt > th["accuracy_pt"] + 1e-9
-                else ("improved" if drop_pt < -th["accuracy_pt"] else "ok")
-            )
-            fmt = (lambda v: f"{v:.4f}") if metric == "retention" else (lambda v: f"{100 * v:.2f}%")
-            result.rows.append(
-                Row(
-                    name, metric, fmt(b), fmt(c), f"{-drop_pt:+.2f} pt", f"-{th['accuracy_pt']:g} pt", verdict
-                )
-            )
+            if base.get(metric) is not None and cur.get(metric) is not None:
+                result.rows.append(_accuracy_row(name, metric, base, cur, th["accuracy_pt"], alpha))
         bs, cs = base.get("size_bytes"), cur.get("size_bytes")
         if bs and cs is not None:
             growth = cs / bs - 1.0

@@ -12,8 +12,10 @@
 - ``artifacts``: one entry per exported artifact and per in-browser run, each with at least ``id``,
   ``target``, ``precision``, ``runtime``, ``status``, ``reason``, ``size_bytes``, ``latency_ms``
   (``p50``/``p90``/``p99``/``mean``/``std``), ``speedup_vs_teacher``, ``top1``, ``recall_at_3``,
-  ``retention``, ``teacher_agreement``, and the per-run ``samples_ms`` / ``ratio_samples`` that
-  ``kdmobile check`` tests statistically.
+  ``retention``, ``teacher_agreement``, and what ``kdmobile check`` tests statistically: the per-block
+  same-run ``ratio_samples`` (with ``ratio_reference`` naming the reference) and the per-example
+  ``outcomes`` (``{"n", "eval_fingerprint", "top1": "0110…", "recall_at_3", "teacher_agreement",
+  "top1_class": [...]}``, example ``i`` at position ``i`` of the evaluation set).
 
 ``report.md`` and ``report.html`` are rendered from the JSON alone (``render_markdown``, ``render_html``),
 so a report can be re-rendered or compared later without re-measuring.
@@ -65,6 +67,8 @@ ENTRY_KEYS = (
     "teacher_agreement",
     "retention",
     "n_examples",
+    "outcomes",  # per-example results for the paired accuracy test (see kdmobile.harness.bench)
+    "ratio_reference",  # what the latency ratios divide by (ratios to different references don't compare)
     "measurement",
     "samples_ms",
     "ratio_samples",

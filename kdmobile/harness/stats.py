@@ -1,11 +1,13 @@
-"""Latency statistics: percentile summaries and the one-sided rank test ``kdmobile check`` uses.
+"""The statistics ``kdmobile check`` uses: percentile summaries, the one-sided rank test on latency ratios
+and the exact paired (McNemar) test on per-example accuracy outcomes.
 
-    from kdmobile.harness.stats import summarize, shifted_mann_whitney
+    from kdmobile.harness.stats import summarize, shifted_mann_whitney, mcnemar_worse
     summarize([0.021, 0.020, 0.025])              # {"p50": ..., "p90": ..., ...}
     shifted_mann_whitney(now, base, shift=math.log(1.15))   # is `now` slower than `base` by > 15 %?
+    mcnemar_worse(base_correct, now_correct)      # did the same examples get worse? (exact, one-sided)
 
-Pure numpy (scipy is not a dependency); ``tests/test_check_stats.py`` checks the rank test against
-``scipy.stats.mannwhitneyu`` where scipy happens to be installed.
+Pure numpy (scipy is not a dependency); ``tests/test_check_stats.py`` checks both tests against
+``scipy.stats`` where scipy happens to be installed, and against hand-computed values otherwise.
 """
 
 from __future__ import annotations
@@ -119,3 +121,68 @@ def shifted_mann_whitney(
     y = np.asarray(y, dtype=np.float64)
     u, p = mann_whitney_greater(x, y + shift)
     return RankTest(u=u, p_value=p, shift_estimate=hodges_lehmann(x, y), n_x=int(x.size), n_y=int(y.size))
+
+
+# --- per-example accuracy outcomes ----------------------------------------------------------------------
+
+
+def pack_bits(flags: Sequence[bool] | np.ndarray) -> str:
+    """Per-example booleans as a string of ``0``/``1`` (example ``i`` is character ``i``): compact, and a
+    baseline diff shows which examples flipped."""
+    return "".join("1" if f else "0" for f in np.asarray(flags, dtype=bool).tolist())
+
+
+def unpack_bits(bits: str) -> np.ndarray:
+    """Inverse of :func:`pack_bits`; ``ValueError`` on any character other than ``0``/``1``."""
+    if set(bits) - {"0", "1"}:
+        raise ValueError("per-example outcomes must be a string of 0 and 1")
+    return np.frombuffer(bits.encode("ascii"), dtype=np.uint8) == ord("1")
+
+
+def binomial_upper_tail(k: int, n: int) -> float:
+    """Exact ``P(X >= k)`` for ``X ~ Binomial(n, 1/2)`` (integer arithmetic, then one division)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Result of :func:`mcnemar_worse` on two outcome vectors over the same examples."""
+
+    n: int
+    lost: tuple[int, ...]  # example indices right in the baseline, wrong now
+    gained: tuple[int, ...]  # wrong in the baseline, right now
+    p_value: float  # one-sided: P(at least len(lost) of the flips are losses | flips are coin tosses)
+    p_gain: float  # the same for gains (an improvement)
+
+    @property
+    def net_drop(self) -> float:
+        """(losses - gains) / n: the accuracy drop as a fraction (0.02 = 2 points)."""
+        return (len(self.lost) - len(self.gained)) / self.n if self.n else 0.0
+
+
+def mcnemar_worse(base: Sequence[bool] | np.ndarray, now: Sequence[bool] | np.ndarray) -> PairedTest:
+    """Exact one-sided McNemar test, H1: ``now`` is right on fewer of the same examples than ``base``.
+
+    Only the discordant examples carry information: under H0 (no change) each flip is a loss or a gain
+    with probability 1/2, so the number of losses among ``b + c`` flips is Binomial(b + c, 1/2). An
+    unchanged, reproducible artifact has no flips at all (p = 1); a 2-point drop on 320 examples with no
+    gain elsewhere (7 losses) gives p = 2^-7 = 0.0078.
+    """
+    b = np.asarray(base, dtype=bool)
+    c = np.asarray(now, dtype=bool)
+    if b.shape != c.shape or b.ndim != 1:
+        raise ValueError(f"outcome vectors differ in shape: {b.shape} vs {c.shape}")
+    lost = tuple(int(i) for i in np.flatnonzero(b & ~c))
+    gained = tuple(int(i) for i in np.flatnonzero(~b & c))
+    flips = len(lost) + len(gained)
+    return PairedTest(
+        n=int(b.size),
+        lost=lost,
+        gained=gained,
+        p_value=binomial_upper_tail(len(lost), flips),
+        p_gain=binomial_upper_tail(len(gained), flips),
+    )

@@ -2,19 +2,22 @@
 
     from kdmobile.harness.timing import measure_latency
     lat = measure_latency(lambda: run(ids), reference=lambda: eager(ids_t), min_runs=200, min_seconds=10)
-    lat.summary()["p50"], lat.ratio_p50   # ms, and p50 of (artifact run / reference block median)
+    lat.summary()["p50"], lat.ratio_p50   # ms, and the median per-block ratio to the reference
 
-Why interleave: the machine is shared and its speed drifts (other processes, frequency, thermal). Runs of
-the artifact and of the reference alternate in short blocks (~``block_seconds`` each), and every artifact
-run is divided by the median of the reference block run just before it, so drift slower than a block
-cancels out of the ratio. ``kdmobile check`` tests these per-run ratios against the baseline's.
+Why interleave: the machine is shared and its speed drifts (other processes, frequency, thermal). Blocks of
+the artifact and of the reference alternate (~``block_seconds`` each, starting and ending with a reference
+block), and each artifact block gives one ratio: the median of its runs divided by the geometric mean of
+the medians of the two reference blocks around it, so drift slower than a block cancels out, linear drift
+included. One ratio per block (not per run) because runs inside a block share the machine's state: they
+are not independent evidence, and a test that counted them as such would see significance in a load
+spike. ``kdmobile check`` tests these per-block ratios against the baseline's.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,12 @@ import numpy as np
 
 from kdmobile.harness.stats import summarize
 
+MIN_BLOCKS = 30  # per entry; `kdmobile check` judges latency on at least 20 blocks (check.MIN_SAMPLES)
+
 
 @dataclass
 class Latency:
-    """Per-run samples (ms) of one measurement; ``ratios`` is empty when there was no reference."""
+    """Per-run samples (ms) of one measurement and its per-block ratios (empty without a reference)."""
 
     samples_ms: np.ndarray
     ref_samples_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -43,23 +48,46 @@ class Latency:
         return float(np.median(self.ratios)) if self.ratios.size else None
 
 
-def _block_runs(call: Callable[[], Any], seconds: float, warmup_runs: int) -> tuple[int, int]:
-    """Warm ``call`` up; return (runs done, runs per block of about ``seconds``)."""
-    times: list[int] = []
+def _warm_up(call: Callable[[], Any], warmup_runs: int) -> int:
+    """Untimed runs: at least ``warmup_runs`` and at least 50 ms (allocator, caches, lazy kernel selection)."""
+    runs = 0
     t0 = time.perf_counter()
-    # At least `warmup_runs` and at least 50 ms of warm-up (allocator, caches, lazy kernel selection).
-    while len(times) < warmup_runs or time.perf_counter() - t0 < 0.05:
-        _timed_block(call, 1, times)
-    per_call = float(np.median(times[len(times) // 2 :])) * 1e-9  # the settled half, robust to spikes
-    return len(times), max(1, int(seconds / max(per_call, 1e-9)))
+    while runs < warmup_runs or time.perf_counter() - t0 < 0.05:
+        call()
+        runs += 1
+    return runs
 
 
-def _timed_block(call: Callable[[], Any], runs: int, out: list[int]) -> None:
+def _median_block(call: Callable[[], Any], seconds: float, out: list[int]) -> float:
+    """Run ``call`` for ``seconds`` of wall time (at least once); append each run's ns; their median.
+
+    Blocks are timed by the wall clock, not by a run count fixed at warm-up: on a loaded machine a run
+    takes several times longer than it did then, and a fixed count would stretch every block (measured
+    here: 7 blocks instead of 50 in a 1 s window with ten runnable processes on 2 cores).
+    """
     clock = time.perf_counter_ns
-    for _ in range(runs):
+    first = len(out)
+    end = clock() + int(seconds * 1e9)
+    while True:
         t0 = clock()
         call()
-        out.append(clock() - t0)
+        t1 = clock()
+        out.append(t1 - t0)
+        if t1 >= end:
+            break
+    return float(np.median(out[first:]))
+
+
+def bracketed_ratios(block_medians: Sequence[float], ref_medians: Sequence[float]) -> np.ndarray:
+    """One ratio per artifact block: its median over the geometric mean of the reference blocks before and
+    after it (``ref_medians`` has one more entry than ``block_medians``: the blocks alternate R A R A R)."""
+    a = np.asarray(block_medians, dtype=np.float64)
+    r = np.asarray(ref_medians, dtype=np.float64)
+    if r.size != a.size + 1:
+        raise ValueError(
+            f"{a.size} artifact blocks need {a.size + 1} reference blocks around them, got {r.size}"
+        )
+    return a / np.sqrt(r[:-1] * r[1:])
 
 
 def measure_latency(
@@ -70,9 +98,11 @@ def measure_latency(
     min_runs: int = 200,
     min_seconds: float = 10.0,
     max_seconds: float | None = None,
-    block_seconds: float = 0.05,
+    block_seconds: float = 0.01,
+    min_blocks: int = MIN_BLOCKS,
 ) -> Latency:
-    """Time ``call()`` until at least ``min_runs`` runs and ``min_seconds`` of wall time have passed.
+    """Time ``call()`` until at least ``min_runs`` runs, ``min_blocks`` blocks and ``min_seconds`` of wall
+    time have passed.
 
     Args:
         call: the exact call to time (e.g. ``lambda: runtime(ids)``), inputs prepared beforehand.
@@ -82,48 +112,46 @@ def measure_latency(
         min_seconds: the least wall time of the measurement loop (artifact and reference blocks together).
         max_seconds: stop after this much wall time even if ``min_runs`` is not reached (at least 3 runs).
         block_seconds: the length of one block; drift slower than this cancels in the ratios.
+        min_blocks: the least number of artifact blocks (ratios): the statistical unit of the check, so a
+            loaded machine (where a 10 ms block stretches to 20-40 ms) measures longer, not with fewer.
 
     Returns:
-        the per-run samples of ``call`` and of ``reference`` and the per-run ratios.
+        the per-run samples of ``call`` and of ``reference`` and the per-block ratios.
     """
-    warm, block = _block_runs(call, block_seconds, warmup_runs)
-    ref_block = 0
+    warm = _warm_up(call, warmup_runs)
     if reference is not None:
-        _, ref_block = _block_runs(reference, block_seconds, warmup_runs)
+        _warm_up(reference, warmup_runs)
     samples: list[int] = []
     ref_samples: list[int] = []
-    ratios: list[float] = []
+    art_medians: list[float] = []
+    ref_medians: list[float] = []
     rounds = 0
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()  # a collection inside a timed call is noise, not the model's cost
     start = time.perf_counter()
     try:
+        if reference is not None:
+            ref_medians.append(_median_block(reference, block_seconds, ref_samples))
         while True:
             elapsed = time.perf_counter() - start
-            if len(samples) >= min_runs and elapsed >= min_seconds:
+            if len(samples) >= min_runs and elapsed >= min_seconds and rounds >= min_blocks:
                 break
             if max_seconds is not None and elapsed >= max_seconds and len(samples) >= 3:
                 break
-            n = block if len(samples) >= min_runs else min(block, max(1, min_runs - len(samples)))
+            art_medians.append(_median_block(call, block_seconds, samples))
             if reference is not None:
-                first = len(ref_samples)
-                _timed_block(reference, ref_block, ref_samples)
-                ref_med = float(np.median(ref_samples[first:]))
-                first = len(samples)
-                _timed_block(call, n, samples)
-                ratios.extend(s / ref_med for s in samples[first:])
-            else:
-                _timed_block(call, n, samples)
+                ref_medians.append(_median_block(reference, block_seconds, ref_samples))
             rounds += 1
     finally:
         seconds = time.perf_counter() - start
         if gc_was_enabled:
             gc.enable()
+    ratios = bracketed_ratios(art_medians, ref_medians) if reference is not None else np.empty(0)
     return Latency(
         samples_ms=np.asarray(samples, dtype=np.float64) * 1e-6,
         ref_samples_ms=np.asarray(ref_samples, dtype=np.float64) * 1e-6,
-        ratios=np.asarray(ratios, dtype=np.float64),
+        ratios=ratios,
         rounds=rounds,
         seconds=seconds,
         warmup_runs=warm,

@@ -158,6 +158,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                     ]
                 )
                 xs = [np.ascontiguousarray(x[index : index + 1]) for x in rows]
+                if path.suffix == ".onnx":
+                    # The fixed reference is an ONNX model: time it in the artifact's own runtime.
+                    from kdmobile.harness.reference import ORT_REFERENCE_ID, ort_reference, reference_ids
+
+                    ref = ort_reference(reference_ids(eval_set, index), threads)
+                    result["ratio_reference"] = ORT_REFERENCE_ID
                 lat = measure_latency(lambda: runtime(*xs), reference=ref, **timing)
             except Exception as e:  # noqa: BLE001
                 return {**result, "status": "run_failed", "reason": f"{type(e).__name__}: {e}"}
