@@ -7,8 +7,8 @@ import numpy as np
 from test_check_stats import TOP1, _entry, _report
 
 from kdmobile.harness.check import compare
-from kdmobile.tasks.selftest.power import degraded, slowed, summarize
 from kdmobile.harness.stats import unpack_bits
+from kdmobile.tasks.selftest.power import degraded, slowed, summarize
 
 
 def test_injected_drop_turns_exactly_k_right_examples_wrong_and_is_caught():

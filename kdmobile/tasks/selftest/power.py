@@ -107,11 +107,11 @@ def run(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the benchmark into ``out`` (see the module docstring); returns the summary dict."""
-    from kdmobile.tasks.selftest import fixture as selftest
     from kdmobile.harness.baseline import make_baseline
     from kdmobile.harness.bench import run_bench
     from kdmobile.harness.check import DEFAULT_ALPHA, compare
     from kdmobile.io import write_json, write_text
+    from kdmobile.tasks.selftest import fixture as selftest
 
     work = out / "work"
     paths = selftest.train(work)
