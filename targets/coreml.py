@@ -11,10 +11,17 @@ Integer inputs are int32 in Core ML (its multi-arrays have no int64). Prediction
 system ``load`` raises ``RuntimeUnavailable`` with that reason and the artifact is only
 *conversion-validated*: its saved spec is loaded back and checked (ML program, input/output names, shapes,
 dtypes; int8: the weights really are stored as int8). On macOS it runs and is validated like the others.
+
+coremltools 9 has no lowering for ``aten.gru`` ("Unsupported fx node gru"). When conversion fails on it,
+the exporter converts a copy of the model whose ``nn.GRU`` modules are written with matmuls, sigmoid and
+tanh over the same weights, unrolled over the (static) time steps (``details.rnn_unrolled``, flavour
+``+unrolled-gru``). It is done in the exporter rather than in the user's model so any ``nn.GRU`` exports
+unchanged; a test checks the unrolled module against ``nn.GRU``.
 """
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 from typing import Any
@@ -54,28 +61,22 @@ class CoreMLTarget(Target):
     def export(
         self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
     ) -> dict[str, Any]:
-        import torch
-
-        with self.stage(Stage.EXPORT):
-            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False).run_decompositions({})
+        details: dict[str, Any] = {}
+        try:
+            mlmodel = self._convert(model, spec, precision)
+        except ExportError as e:
+            # coremltools has no lowering for aten gru ("Unsupported fx node gru"); the same GRU written with
+            # matmuls and gates converts. Done here, not in the user's model, so any nn.GRU exports as is.
+            if e.op != "gru" or not _has_gru(model):
+                raise
+            model, unrolled = _unroll_grus(model)
+            mlmodel = self._convert(model, spec, precision)
+            details["rnn_unrolled"] = {
+                "modules": unrolled,
+                "why": f"{e.op}: {e.detail[:200]}",
+                "how": "nn.GRU replaced by the same equations over its own weights, unrolled over the time steps",
+            }
         with self.stage(Stage.LOWER):
-            import coremltools as ct
-
-            inputs = [
-                ct.TensorType(
-                    name=s.name, shape=s.shape, dtype=np.dtype(_INT_DTYPES.get(s.dtype, s.dtype)).type
-                )
-                for s in spec.inputs
-            ]
-            outputs = [ct.TensorType(name=s.name) for s in spec.outputs]
-            mlmodel = ct.convert(
-                ep,
-                convert_to="mlprogram",
-                inputs=inputs,
-                outputs=outputs,
-                compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
-                minimum_deployment_target=ct.target.iOS16,
-            )
             if precision == "int8":
                 import coremltools.optimize.coreml as cto
 
@@ -93,7 +94,34 @@ class CoreMLTarget(Target):
         flavour = {"fp32": "mlprogram-fp32", "fp16": "mlprogram-fp16", "int8": "mlprogram-fp16-int8-weights"}[
             precision
         ]
-        return {"flavour": flavour, "spec_check": checks, "minimum_deployment_target": "iOS16"}
+        if details:
+            flavour += "+unrolled-gru"
+        return {"flavour": flavour, "spec_check": checks, "minimum_deployment_target": "iOS16", **details}
+
+    def _convert(self, model: Any, spec: ModelSpec, precision: str) -> Any:
+        """``torch.export`` → a Core ML ML program at the compute precision of ``precision``."""
+        import torch
+
+        with self.stage(Stage.EXPORT):
+            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False).run_decompositions({})
+        with self.stage(Stage.LOWER):
+            import coremltools as ct
+
+            inputs = [
+                ct.TensorType(
+                    name=s.name, shape=s.shape, dtype=np.dtype(_INT_DTYPES.get(s.dtype, s.dtype)).type
+                )
+                for s in spec.inputs
+            ]
+            outputs = [ct.TensorType(name=s.name) for s in spec.outputs]
+            return ct.convert(
+                ep,
+                convert_to="mlprogram",
+                inputs=inputs,
+                outputs=outputs,
+                compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+                minimum_deployment_target=ct.target.iOS16,
+            )
 
     def check_spec(self, path: Path, spec: ModelSpec, precision: str) -> dict[str, Any]:
         """Load the saved package's spec; names, shapes, dtypes and (int8) weight storage must be right."""
@@ -181,3 +209,80 @@ def _op_counts(mspec: Any) -> dict[str, int]:
             for op in block.operations:
                 counts[op.type] = counts.get(op.type, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def _has_gru(model: Any) -> bool:
+    from torch import nn
+
+    return any(isinstance(m, nn.GRU) for m in model.modules())
+
+
+def _unroll_grus(model: Any) -> tuple[Any, list[str]]:
+    """A copy of ``model`` whose ``nn.GRU`` modules run as explicit matmuls and gates (same weights)."""
+    import copy
+
+    from torch import nn
+
+    model = copy.deepcopy(model)
+    names = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.GRU):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, _unrolled_gru_class()(module))
+            names.append(name)
+    return model.eval(), names
+
+
+@functools.cache
+def _unrolled_gru_class() -> type:
+    """``UnrolledGRU(gru)``: ``nn.GRU``'s forward (any layers, directions, ``batch_first``) in basic ops.
+
+    Defined on first use so that importing this target does not import torch.
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class UnrolledGRU(nn.Module):
+        def __init__(self, gru: nn.GRU) -> None:
+            super().__init__()
+            self.gru = gru  # keeps the parameters (weight_ih_l0, ...) and the configuration
+
+        def forward(
+            self, x: torch.Tensor, h0: torch.Tensor | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            g = self.gru
+            if not g.batch_first:
+                x = x.transpose(0, 1)
+            dirs = 2 if g.bidirectional else 1
+            if h0 is None:
+                h0 = x.new_zeros(g.num_layers * dirs, x.shape[0], g.hidden_size)
+            steps = x.shape[1]
+            finals = []
+            for layer in range(g.num_layers):
+                outs = []
+                for d in range(dirs):
+                    sfx = f"_l{layer}" + ("_reverse" if d else "")
+                    w_hh = getattr(g, "weight_hh" + sfx)
+                    b_hh = getattr(g, "bias_hh" + sfx) if g.bias else None
+                    # the input projections of every step at once; only the recurrence is sequential
+                    gi = F.linear(
+                        x, getattr(g, "weight_ih" + sfx), getattr(g, "bias_ih" + sfx) if g.bias else None
+                    )
+                    h = h0[layer * dirs + d]
+                    ys: list[torch.Tensor] = [h] * steps
+                    for t in range(steps - 1, -1, -1) if d else range(steps):
+                        i_r, i_z, i_n = gi[:, t].chunk(3, dim=-1)
+                        h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
+                        r = torch.sigmoid(i_r + h_r)
+                        z = torch.sigmoid(i_z + h_z)
+                        n = torch.tanh(i_n + r * h_n)
+                        h = (1 - z) * n + z * h
+                        ys[t] = h
+                    outs.append(torch.stack(ys, dim=1))
+                    finals.append(h)
+                x = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
+            out = x if g.batch_first else x.transpose(0, 1)
+            return out, torch.stack(finals, dim=0)
+
+    return UnrolledGRU

@@ -9,8 +9,8 @@
   quantizer converts too, but the interpreter refuses its embedding (``EMBEDDING_LOOKUP failed to
   prepare``, RUNTIMES.md), so it is not used.
 - int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
-  and activations, calibrated on real samples). Its output tensor is int8; the runtime dequantizes it with
-  the tensor's own scale and zero point.
+  and activations, calibrated on real samples). Its float inputs and outputs become int8 tensors; the
+  runtime quantizes float inputs and dequantizes outputs with each tensor's own scale and zero point.
 
 The flavour actually written is recorded in the metadata (``flavour``).
 """
@@ -125,11 +125,16 @@ class TFLiteRuntime(ArtifactRuntime):
         self._it.allocate_tensors()
         ins, outs = self._it.get_input_details(), self._it.get_output_details()
         self._in_idx = [d["index"] for d in ins]
+        self._in_q = [d.get("quantization", (0.0, 0)) for d in ins]
         self._out = [(d["index"], d.get("quantization", (0.0, 0))) for d in outs]
         names = _signature_names(self._it)
         super().__init__([_spec(d, names) for d in ins], [_spec(d, names) for d in outs])
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        if len(inputs) == len(self._in_q):
+            inputs = tuple(
+                _quantize(x, q, s.dtype) for x, q, s in zip(inputs, self._in_q, self.inputs, strict=True)
+            )
         for idx, x in zip(self._in_idx, self.cast(inputs), strict=True):
             self._it.set_tensor(idx, x)
         self._it.invoke()
@@ -140,6 +145,20 @@ class TFLiteRuntime(ArtifactRuntime):
                 y = (y.astype(np.float32) - np.float32(zero)) * np.float32(scale)
             res.append(np.array(y, copy=True))
         return res
+
+
+def _quantize(x: np.ndarray, quantization: tuple[float, int], dtype: str) -> np.ndarray:
+    """A float input for a quantized (full-integer) input tensor: ``round(x / scale) + zero_point``, clipped.
+
+    A plain dtype cast would turn pixels in [0, 1) into 0s (the input of a full-integer MNIST CNN is int8
+    with scale 1/256 and zero point -128), and every sample would give the same logits.
+    """
+    scale, zero = quantization
+    if not scale or not np.issubdtype(x.dtype, np.floating) or not np.issubdtype(np.dtype(dtype), np.integer):
+        return x
+    info = np.iinfo(np.dtype(dtype))
+    q = np.round(x.astype(np.float32) / np.float32(scale)) + zero
+    return np.clip(q, info.min, info.max).astype(dtype)
 
 
 def _kwargs(spec: ModelSpec, example: tuple[Any, ...]) -> dict[str, Any]:
