@@ -21,7 +21,6 @@ unchanged; a test checks the unrolled module against ``nn.GRU``.
 
 from __future__ import annotations
 
-import functools
 import platform
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from kdmobile.export.base import (
     TensorSpec,
     register_target,
 )
+from targets._rnn import has_gru, unroll_grus
 
 # Core ML multi-array types (coremltools proto FeatureTypes_pb2.ArrayFeatureType) → numpy.
 _ARRAY_TYPES = {65568: "float32", 65600: "float64", 65552: "float16", 131104: "int32", 131080: "int8"}
@@ -67,9 +67,9 @@ class CoreMLTarget(Target):
         except ExportError as e:
             # coremltools has no lowering for aten gru ("Unsupported fx node gru"); the same GRU written with
             # matmuls and gates converts. Done here, not in the user's model, so any nn.GRU exports as is.
-            if e.op != "gru" or not _has_gru(model):
+            if e.op != "gru" or not has_gru(model):
                 raise
-            model, unrolled = _unroll_grus(model)
+            model, unrolled = unroll_grus(model)
             mlmodel = self._convert(model, spec, precision)
             details["rnn_unrolled"] = {
                 "modules": unrolled,
@@ -209,80 +209,3 @@ def _op_counts(mspec: Any) -> dict[str, int]:
             for op in block.operations:
                 counts[op.type] = counts.get(op.type, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def _has_gru(model: Any) -> bool:
-    from torch import nn
-
-    return any(isinstance(m, nn.GRU) for m in model.modules())
-
-
-def _unroll_grus(model: Any) -> tuple[Any, list[str]]:
-    """A copy of ``model`` whose ``nn.GRU`` modules run as explicit matmuls and gates (same weights)."""
-    import copy
-
-    from torch import nn
-
-    model = copy.deepcopy(model)
-    names = []
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.GRU):
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, _unrolled_gru_class()(module))
-            names.append(name)
-    return model.eval(), names
-
-
-@functools.cache
-def _unrolled_gru_class() -> type:
-    """``UnrolledGRU(gru)``: ``nn.GRU``'s forward (any layers, directions, ``batch_first``) in basic ops.
-
-    Defined on first use so that importing this target does not import torch.
-    """
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-
-    class UnrolledGRU(nn.Module):
-        def __init__(self, gru: nn.GRU) -> None:
-            super().__init__()
-            self.gru = gru  # keeps the parameters (weight_ih_l0, ...) and the configuration
-
-        def forward(
-            self, x: torch.Tensor, h0: torch.Tensor | None = None
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            g = self.gru
-            if not g.batch_first:
-                x = x.transpose(0, 1)
-            dirs = 2 if g.bidirectional else 1
-            if h0 is None:
-                h0 = x.new_zeros(g.num_layers * dirs, x.shape[0], g.hidden_size)
-            steps = x.shape[1]
-            finals = []
-            for layer in range(g.num_layers):
-                outs = []
-                for d in range(dirs):
-                    sfx = f"_l{layer}" + ("_reverse" if d else "")
-                    w_hh = getattr(g, "weight_hh" + sfx)
-                    b_hh = getattr(g, "bias_hh" + sfx) if g.bias else None
-                    # the input projections of every step at once; only the recurrence is sequential
-                    gi = F.linear(
-                        x, getattr(g, "weight_ih" + sfx), getattr(g, "bias_ih" + sfx) if g.bias else None
-                    )
-                    h = h0[layer * dirs + d]
-                    ys: list[torch.Tensor] = [h] * steps
-                    for t in range(steps - 1, -1, -1) if d else range(steps):
-                        i_r, i_z, i_n = gi[:, t].chunk(3, dim=-1)
-                        h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
-                        r = torch.sigmoid(i_r + h_r)
-                        z = torch.sigmoid(i_z + h_z)
-                        n = torch.tanh(i_n + r * h_n)
-                        h = (1 - z) * n + z * h
-                        ys[t] = h
-                    outs.append(torch.stack(ys, dim=1))
-                    finals.append(h)
-                x = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
-            out = x if g.batch_first else x.transpose(0, 1)
-            return out, torch.stack(finals, dim=0)
-
-    return UnrolledGRU

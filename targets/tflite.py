@@ -11,6 +11,9 @@
 - int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
   and activations, calibrated on real samples). Its float inputs and outputs become int8 tensors; the
   runtime quantizes float inputs and dequantizes outputs with each tensor's own scale and zero point.
+  litert-torch's GRU annotator raises on a GRU called without an initial state (IndexError) or whose
+  sequence output is unused (AssertionError); the exporter then quantizes a copy whose ``nn.GRU`` is
+  written with basic ops (``targets/_rnn.py``; flavour ``+unrolled-gru``).
 
 The flavour actually written is recorded in the metadata (``flavour``).
 """
@@ -26,7 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from kdmobile.export.base import ArtifactRuntime, ModelSpec, Stage, Target, TensorSpec, register_target
+from kdmobile.export.base import (
+    ArtifactRuntime,
+    ExportError,
+    ModelSpec,
+    Stage,
+    Target,
+    TensorSpec,
+    register_target,
+)
+from targets._rnn import has_gru, unroll_grus
 
 
 @register_target
@@ -82,6 +94,20 @@ class TFLiteTarget(Target):
         return {"flavour": "dynamic-range-int8 (ai-edge-quantizer dynamic_wi8_afp32)"}
 
     def _export_full_integer(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
+        try:
+            return self._full_integer(model, spec, out)
+        except ExportError as e:
+            # litert-torch's PT2E GRU annotator needs an explicit initial state and both GRU outputs used
+            # (else IndexError / AssertionError); the GRU written with basic ops quantizes like any matmul.
+            if e.stage != Stage.EXPORT or not has_gru(model):
+                raise
+            model, unrolled = unroll_grus(model)
+            details = self._full_integer(model, spec, out)
+            details["flavour"] += " +unrolled-gru"
+            details["rnn_unrolled"] = {"modules": unrolled, "why": e.detail[:200]}
+            return details
+
+    def _full_integer(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
         import torch
 
         example = spec.torch_example_inputs()

@@ -116,6 +116,7 @@ def run_cell(
             for a in res.details.get("attempts", [])
         ],
         "fallbacks": {k: res.details[k] for k in ("rnn_unrolled",) if k in res.details},
+        "wasm": (res.details.get("wasm") or {}).get("status"),  # onnx-web: also run in onnxruntime-web
     }
     stats = res.error_stats or {}
     real = (res.error_stats_by_split or {}).get(spec.real_split or "", {})
