@@ -29,11 +29,13 @@ def unroll_grus(model: Any) -> tuple[Any, list[str]]:
     from torch import nn
 
     model = copy.deepcopy(model)
+    if isinstance(model, nn.GRU):
+        return _unrolled_gru_class()(model).eval(), [""]
     names = []
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.GRU):
             parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, _unrolled_gru_class()(module))
+            setattr(model.get_submodule(parent), attr, _unrolled_gru_class()(module))
             names.append(name)
     return model.eval(), names
 

@@ -11,12 +11,6 @@ Integer inputs are int32 in Core ML (its multi-arrays have no int64). Prediction
 system ``load`` raises ``RuntimeUnavailable`` with that reason and the artifact is only
 *conversion-validated*: its saved spec is loaded back and checked (ML program, input/output names, shapes,
 dtypes; int8: the weights really are stored as int8). On macOS it runs and is validated like the others.
-
-coremltools 9 has no lowering for ``aten.gru`` ("Unsupported fx node gru"). When conversion fails on it,
-the exporter converts a copy of the model whose ``nn.GRU`` modules are written with matmuls, sigmoid and
-tanh over the same weights, unrolled over the (static) time steps (``details.rnn_unrolled``, flavour
-``+unrolled-gru``). It is done in the exporter rather than in the user's model so any ``nn.GRU`` exports
-unchanged; a test checks the unrolled module against ``nn.GRU``.
 """
 
 from __future__ import annotations
@@ -37,7 +31,6 @@ from kdmobile.export.base import (
     TensorSpec,
     register_target,
 )
-from targets._rnn import has_gru, unroll_grus
 
 # Core ML multi-array types (coremltools proto FeatureTypes_pb2.ArrayFeatureType) → numpy.
 _ARRAY_TYPES = {65568: "float32", 65600: "float64", 65552: "float16", 131104: "int32", 131080: "int8"}
@@ -61,22 +54,28 @@ class CoreMLTarget(Target):
     def export(
         self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
     ) -> dict[str, Any]:
-        details: dict[str, Any] = {}
-        try:
-            mlmodel = self._convert(model, spec, precision)
-        except ExportError as e:
-            # coremltools has no lowering for aten gru ("Unsupported fx node gru"); the same GRU written with
-            # matmuls and gates converts. Done here, not in the user's model, so any nn.GRU exports as is.
-            if e.op != "gru" or not has_gru(model):
-                raise
-            model, unrolled = unroll_grus(model)
-            mlmodel = self._convert(model, spec, precision)
-            details["rnn_unrolled"] = {
-                "modules": unrolled,
-                "why": f"{e.op}: {e.detail[:200]}",
-                "how": "nn.GRU replaced by the same equations over its own weights, unrolled over the time steps",
-            }
+        import torch
+
+        with self.stage(Stage.EXPORT):
+            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False).run_decompositions({})
         with self.stage(Stage.LOWER):
+            import coremltools as ct
+
+            inputs = [
+                ct.TensorType(
+                    name=s.name, shape=s.shape, dtype=np.dtype(_INT_DTYPES.get(s.dtype, s.dtype)).type
+                )
+                for s in spec.inputs
+            ]
+            outputs = [ct.TensorType(name=s.name) for s in spec.outputs]
+            mlmodel = ct.convert(
+                ep,
+                convert_to="mlprogram",
+                inputs=inputs,
+                outputs=outputs,
+                compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+                minimum_deployment_target=ct.target.iOS16,
+            )
             if precision == "int8":
                 import coremltools.optimize.coreml as cto
 
@@ -94,34 +93,7 @@ class CoreMLTarget(Target):
         flavour = {"fp32": "mlprogram-fp32", "fp16": "mlprogram-fp16", "int8": "mlprogram-fp16-int8-weights"}[
             precision
         ]
-        if details:
-            flavour += "+unrolled-gru"
-        return {"flavour": flavour, "spec_check": checks, "minimum_deployment_target": "iOS16", **details}
-
-    def _convert(self, model: Any, spec: ModelSpec, precision: str) -> Any:
-        """``torch.export`` → a Core ML ML program at the compute precision of ``precision``."""
-        import torch
-
-        with self.stage(Stage.EXPORT):
-            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False).run_decompositions({})
-        with self.stage(Stage.LOWER):
-            import coremltools as ct
-
-            inputs = [
-                ct.TensorType(
-                    name=s.name, shape=s.shape, dtype=np.dtype(_INT_DTYPES.get(s.dtype, s.dtype)).type
-                )
-                for s in spec.inputs
-            ]
-            outputs = [ct.TensorType(name=s.name) for s in spec.outputs]
-            return ct.convert(
-                ep,
-                convert_to="mlprogram",
-                inputs=inputs,
-                outputs=outputs,
-                compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
-                minimum_deployment_target=ct.target.iOS16,
-            )
+        return {"flavour": flavour, "spec_check": checks, "minimum_deployment_target": "iOS16"}
 
     def check_spec(self, path: Path, spec: ModelSpec, precision: str) -> dict[str, Any]:
         """Load the saved package's spec; names, shapes, dtypes and (int8) weight storage must be right."""

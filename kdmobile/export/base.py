@@ -362,24 +362,6 @@ _OP_PATTERNS = [
 ]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-# Failures whose raw message does not tell the user what to change in the model: the hint goes first.
-DATA_DEPENDENT_HINT = (
-    "the model's forward has a data-dependent shape (e.g. trimming padding by mask.sum()); export needs "
-    "static shapes: keep every tensor at the input's fixed size (pad, and mask padded positions instead of "
-    "slicing them off), or move the data-dependent step out of forward"
-)
-_HINTS = [
-    (re.compile(r"GuardOnDataDependentSymNode|data-dependent (?:expression|symbol)"), DATA_DEPENDENT_HINT),
-]
-
-
-def hint_for(text: str) -> str | None:
-    """What to change in the model for a failure message that does not say it itself (None if unknown)."""
-    for pat, hint in _HINTS:
-        if pat.search(text):
-            return hint
-    return None
-
 
 def find_op(text: str) -> str | None:
     for pat in _OP_PATTERNS:
@@ -390,14 +372,12 @@ def find_op(text: str) -> str | None:
 
 
 def clean_message(e: BaseException, limit: int = 600) -> str:
-    """A one-paragraph reason: exception type + message without colour codes, trimmed; a known failure
-    whose message does not say what to change (``hint_for``) gets that hint first."""
+    """A one-paragraph reason: exception type + message without colour codes, trimmed."""
     text = _ANSI.sub("", str(e)).strip() or repr(e)
     text = " ".join(text.split())
-    hint = hint_for(f"{type(e).__name__}: {text}")
     if len(text) > limit:
         text = text[: limit - 3] + "..."
-    return f"{hint}. {type(e).__name__}: {text}" if hint else f"{type(e).__name__}: {text}"
+    return f"{type(e).__name__}: {text}"
 
 
 def finite(x: float) -> float:
