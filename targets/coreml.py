@@ -4,6 +4,8 @@
 
 - fp32: ``compute_precision=FLOAT32`` (asked for explicitly: close comparisons need it);
 - fp16: Core ML's default ML-program compute precision;
+- recurrent layers (GRU, LSTM, RNN) are decomposed into matmuls and activations first (the converter
+  has no lowering for the fused ``aten.gru`` / ``aten.lstm`` ops);
 - int8: the fp16 program with int8 weight compression (``coremltools.optimize.coreml``,
   per-channel symmetric linear quantization of every weight with >= 512 elements).
 
@@ -37,6 +39,17 @@ _ARRAY_TYPES = {65568: "float32", 65600: "float64", 65552: "float16", 131104: "i
 _INT_DTYPES = {"int64": "int32", "int32": "int32"}
 
 
+def _rnn_decompositions() -> dict[Any, Any]:
+    """PyTorch's own decompositions of the fused RNN ops (``aten.gru.input``, ``lstm``, ``rnn_*``): the
+    converter's torch.export front end has no lowering for them ("Unsupported fx node gru"); every other op
+    is kept as it is."""
+    import torch
+    from torch._decomp import get_decompositions
+
+    aten = torch.ops.aten
+    return get_decompositions([aten.gru.input, aten.lstm.input, aten.rnn_tanh.input, aten.rnn_relu.input])
+
+
 def _macos_reason() -> str:
     return f"Core ML prediction needs macOS; this machine runs {platform.system()} {platform.machine()}"
 
@@ -50,6 +63,9 @@ class CoreMLTarget(Target):
     packages = ("coremltools",)
     precisions = ("fp32", "fp16", "int8")
     is_dir_artifact = True
+    runtime_dist = "coremltools"
+    report_order, colour = 1, "#9467bd"
+    op_patterns = (r"Unsupported fx node (\w+)", r"lowering for Torch `(\w+)` op")
 
     def export(
         self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
@@ -57,7 +73,8 @@ class CoreMLTarget(Target):
         import torch
 
         with self.stage(Stage.EXPORT):
-            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False).run_decompositions({})
+            ep = torch.export.export(model, spec.torch_example_inputs(), strict=False)
+            ep = ep.run_decompositions(_rnn_decompositions())
         with self.stage(Stage.LOWER):
             import coremltools as ct
 
@@ -123,6 +140,31 @@ class CoreMLTarget(Target):
             "spec_version": int(mspec.specificationVersion),
             "ops": ops,
         }
+
+    def bundle_snippet(self, sidecar: dict[str, Any], sidecars: dict[str, dict[str, Any]]) -> str:
+        inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+        stem = sidecar["artifact"].removesuffix(".mlpackage")
+        kind = ".int32" if inp["dtype"].startswith("int") else ".float32"
+        return f"""## iOS (Swift, Core ML)
+
+Add the `.mlpackage` to the Xcode target (Xcode compiles it to `{stem}.mlmodelc` in the app bundle).
+Minimum deployment target: iOS 16.
+
+```swift
+import CoreML
+
+let url = Bundle.main.url(forResource: "{stem}", withExtension: "mlmodelc")!
+let config = MLModelConfiguration()
+config.computeUnits = .all
+let model = try MLModel(contentsOf: url, configuration: config)
+
+let x = try MLMultiArray(shape: [{", ".join(str(d) for d in inp["shape"])}], dataType: {kind})   // `{inp["name"]}`: {inp["dtype"]}
+for (i, v) in values.enumerated() {{ x[i] = NSNumber(value: v) }}
+let input = try MLDictionaryFeatureProvider(dictionary: ["{inp["name"]}": MLFeatureValue(multiArray: x)])
+let output = try model.prediction(from: input)
+let scores = output.featureValue(for: "{out["name"]}")!.multiArrayValue!   // {out["dtype"]}{out["shape"]}
+```
+"""
 
     def runtime_availability(self) -> tuple[bool, str]:
         ok, reason = self.availability()

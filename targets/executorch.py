@@ -62,6 +62,13 @@ class ExecuTorchTarget(Target):
     requires = ("executorch", "torchao")
     packages = ("executorch", "torchao")
     precisions = ("fp32", "int8")
+    runtime_dist = "executorch"
+    report_order, colour = 0, "#1f77b4"
+    # Checked on the installed versions (tests/test_export_failure.py).
+    op_patterns = (
+        r"Operator torch\._ops\.(\S+?) is not in Core ATen opset",  # to_edge
+        r"Missing operator: \[\d+\] (\S+)",  # the runtime, at load_method
+    )
 
     def variants(self, precision: str) -> tuple[str | None, ...]:
         # Tried in order until one passes validation; the last keeps the embedding table in fp32 (a
@@ -117,6 +124,44 @@ class ExecuTorchTarget(Target):
                 prepared(*(torch.from_numpy(np.ascontiguousarray(x)) for x in sample))
         converted = convert_pt2e(prepared)
         return torch.export.export(converted, spec.torch_example_inputs(), strict=False)
+
+    def flags(self, details: dict[str, Any]) -> list[str]:
+        out = []
+        for op, count in sorted((details.get("portable_ops") or {}).items()):
+            if op == "getitem":  # tuple unpacking of a delegate's outputs, not an operator
+                continue
+            out.append(f"op {op} (x{count}) is not delegated: it runs on the portable CPU kernels")
+        return out
+
+    def bundle_snippet(self, sidecar: dict[str, Any], sidecars: dict[str, dict[str, Any]]) -> str:
+        from kdmobile.export.bundle import kotlin_array
+
+        inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+        version = sidecar["tool_versions"].get("executorch", "")
+        return f"""## Android (Kotlin, ExecuTorch)
+
+Add the ExecuTorch Android library (Maven `org.pytorch:executorch-android`, the release matching
+executorch {version} used for this export). `Module.load` takes a file path: copy the `.pte` out of
+`assets/` to `filesDir` once.
+
+```kotlin
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import org.pytorch.executorch.Tensor
+
+val module = Module.load(File(context.filesDir, "{sidecar["artifact"]}").absolutePath)
+val input0 = {kotlin_array(inp["dtype"])}({_numel(inp["shape"])})            // {inp["dtype"]}{inp["shape"]}
+val input = Tensor.fromBlob(input0, longArrayOf({", ".join(str(d) for d in inp["shape"])}))
+val scores = module.forward(EValue.from(input))[0].toTensor().dataAsFloatArray   // {_numel(out["shape"])} floats
+val best = scores.indices.maxByOrNull {{ scores[it] }}!!
+```
+
+The program takes positional inputs (ExecuTorch programs carry no input names): input 0 is
+`{inp["dtype"]}{inp["shape"]}`, output 0 is `{out["dtype"]}{out["shape"]}`.
+An int8 program whose flavour ends in `+embedding-byte` gathers with
+`quantized_decomposed::embedding_byte`: the prebuilt Android library ships the quantized kernels; a custom
+native (or iOS) runtime must link them (`quantized_ops_lib`), or loading fails with a missing operator.
+"""
 
     def load(self, path: Path, threads: int = 1) -> ExecuTorchRuntime:
         return ExecuTorchRuntime(Path(path), threads)
@@ -271,3 +316,10 @@ def _delegation(graph_module: Any) -> dict[str, Any]:
         "delegated_ops": dict(sorted(delegated.items())),
         "portable_ops": dict(sorted(portable.items())),
     }
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

@@ -48,6 +48,14 @@ class OnnxWebTarget(Target):
     requires = ("onnx", "onnxscript", "onnxruntime")
     packages = ("onnx", "onnxscript", "onnxruntime")
     precisions = ("fp32", "int8")
+    runtime_dist = "onnxruntime"
+    runtime_label = "onnxruntime (Python, CPU)"  # what `load` gives; the browser runs are the harness's
+    report_order, colour = 3, "#d62728"
+    bundle_sidecars = False  # the web bundle: meta.json only, what demo_app/ loads
+    op_patterns = (
+        r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'",  # torch.onnx
+        r"Could not find an implementation for (\w+\(\d+\))",  # onnxruntime
+    )
 
     def variants(self, precision: str) -> tuple[str | None, ...]:
         # "all": every weight int8, the embedding table included (4x smaller); "matmul": the embedding stays
@@ -141,6 +149,38 @@ class OnnxWebTarget(Target):
                 "error_stats_by_split": {k: v.to_dict() for k, v in by_split.items()},
             }
         }
+
+    def post_export(
+        self, artifact: Path, precision: str, options: dict[str, Any], root: Path
+    ) -> dict[str, Any]:
+        """With ``options["ort"]`` (CLI ``--ort``): also write ``model_<precision>.ort`` and load it back."""
+        if not options.get("ort"):
+            return {}
+        from kdmobile.io import atomic_path
+
+        ort_path = artifact.with_suffix(".ort")
+        with atomic_path(ort_path) as tmp:
+            self.write_ort(artifact, tmp)
+            self.load(tmp)  # it must load back in onnxruntime; the session is dropped at once
+        return {"ort": {"path": os.path.relpath(ort_path, root), "size_bytes": ort_path.stat().st_size}}
+
+    def bundle_snippet(self, sidecar: dict[str, Any], sidecars: dict[str, dict[str, Any]]) -> str:
+        inp, out = sidecar["inputs"][0], sidecar["outputs"][0]
+        ctor = {"int64": "BigInt64Array", "int32": "Int32Array"}.get(inp["dtype"], "Float32Array")
+        n = int(np.prod(inp["shape"]))
+        return f"""## Browser (JavaScript, onnxruntime-web, wasm)
+
+```js
+import * as ort from 'onnxruntime-web';
+
+const session = await ort.InferenceSession.create('{sidecar["artifact"]}', {{ executionProviders: ['wasm'] }});
+const x = new {ctor}({n});                 // `{inp["name"]}`: {inp["dtype"]}{inp["shape"]}
+const result = await session.run({{ {inp["name"]}: new ort.Tensor('{inp["dtype"]}', x, {json.dumps(inp["shape"])}) }});
+const scores = result.{out["name"]}.data;          // {out["dtype"]}{out["shape"]}
+```
+
+`meta.json` names the files, inputs and outputs; `demo_app/` loads this folder as is.
+"""
 
     def write_ort(self, onnx_path: Path, out: Path) -> Path:
         """Convert to the ``.ort`` format (onnxruntime-web loads it too)."""

@@ -177,6 +177,7 @@ def test_config_file_is_complete_and_strict():
 
 def test_email_task_is_registered_for_kdmobile_distill():
     from kdmobile.distill import get_task
-    from kdmobile.tasks.email.task import make_email_task
+    from kdmobile.tasks.email.plugin import EmailTask
 
-    assert get_task("email") is make_email_task
+    factory = get_task("email")
+    assert isinstance(factory.__self__, EmailTask) and factory.__func__ is EmailTask.distill_setup

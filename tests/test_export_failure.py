@@ -17,7 +17,6 @@ import pytest
 import torch
 from torch import nn
 
-from kdmobile import models
 from kdmobile.checkpoint import save_checkpoint
 from kdmobile.cli import main
 
@@ -35,13 +34,13 @@ class LogCumSumExpNet(nn.Module):
 
 
 @pytest.fixture
-def bad_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setitem(models.ARCHITECTURES, "test-logcumsumexp", f"{__name__}:LogCumSumExpNet")
+def bad_checkpoint(tmp_path: Path) -> Path:
+    # A user's own class, named by its import path: no registry entry, no package edit.
     torch.manual_seed(0)
     return save_checkpoint(
         tmp_path / "bad.safetensors",
         LogCumSumExpNet(),
-        architecture="test-logcumsumexp",
+        architecture=f"{__name__}:LogCumSumExpNet",
         model_config={},
         metadata={"task": "mnist"},
     )
@@ -159,4 +158,9 @@ def test_tolerances_relaxed_in_one_place() -> None:
     worse = ErrorStats(max_abs=1.0, mean_abs=0.1, sqnr_db=25.0, top1_agreement=0.97, n=10)
     problems = TOLERANCES["int8"].violations(worse, ref_max_abs=2.0)
     assert len(problems) == 2 and "top-1" in problems[1]
-    assert get_target("executorch").thresholds() == {"latency_pct": 15.0, "accuracy_pt": 0.5, "size_pct": 5.0}
+    assert get_target("executorch").thresholds() == {
+        "latency_pct": 15.0,
+        "accuracy_pt": 0.5,
+        "size_pct": 5.0,
+        "browser_latency_pct": 30.0,
+    }

@@ -1,15 +1,25 @@
-"""``kdmobile export``: turn a trained student into validated on-device artifacts.
+"""``kdmobile export``: turn a model into validated on-device artifacts.
 
     kdmobile export build/email/student.safetensors --all --bundle -o build/export
+    kdmobile export model.pt2 --all --validation val.npz -o build/my-export
     kdmobile export build/email/student.safetensors --target tflite --target onnx-web --precision int8 -o build/export
 
+MODEL is a program saved with ``torch.export.save`` (``.pt2``: its example inputs are the samples,
+``ep.module()`` is the model) or a kdmobile checkpoint (``.safetensors`` + ``.json``) whose architecture is a
+task's name or an importable ``package.module:Class``. A checkpoint that names a task gets the task's real
+samples; any other model validates on ``--validation FILE.npz`` (arrays named after the model's inputs, or
+``x0``, ``x1``...; ``labels`` ignored), or, without it, on seeded synthetic inputs, with a loud warning.
+
 Exit codes: 0 every artifact passed (Core ML off macOS counts as conversion-validated), 1 an artifact
-failed (the summary names the stage and why), 2 bad usage.
+failed (the summary names the stage and why), 2 bad usage (a file that does not load, a module path that
+does not import, npz arrays that do not match the inputs).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export a checkpoint to on-device artifacts, validate each in its real runtime against the "
         "eager model, and write DIR/summary.json (one failing target never stops the others).",
     )
-    p.add_argument("checkpoint", help="a .safetensors checkpoint with its .json metadata beside it")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a torch.export program (.pt2) or a .safetensors checkpoint with its .json metadata beside it",
+    )
     p.add_argument(
         "--target",
         "-t",
@@ -46,7 +60,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--random", type=int, default=64, help="seeded random samples to validate on (default 64)")
     p.add_argument(
-        "--calibration", type=int, default=128, help="real samples for int8 calibration (default 128)"
+        "--calibration",
+        default=None,
+        metavar="FILE.npz|N",
+        help="int8 calibration samples: a .npz of real inputs, or how many of the task's real samples "
+        "(default 128; without a task: the validation samples)",
+    )
+    p.add_argument(
+        "--validation",
+        default=None,
+        metavar="FILE.npz",
+        help="real validation inputs (arrays named after the model's inputs, or x0, x1, ...); without it a "
+        "model without a task is validated on synthetic inputs only",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="runtime threads during validation (default 1)")
@@ -61,14 +86,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kdmobile.errors import UsageError
-    from kdmobile.export.runner import export_checkpoint, format_table
+    from kdmobile.export.runner import format_table
 
     if args.all_targets and args.targets:
         raise UsageError("pass either --all or --target NAME, not both")
+    n_calibration, calibration = 128, None
+    if args.calibration is not None:
+        if args.calibration.isdigit():
+            n_calibration = int(args.calibration)
+        else:
+            calibration = args.calibration
     for name, value in (
         ("--heldout", args.heldout),
         ("--random", args.random),
-        ("--calibration", args.calibration),
+        ("--calibration", n_calibration),
         ("--threads", args.threads),
     ):
         if value < 1:
@@ -79,22 +110,101 @@ def run(args: argparse.Namespace) -> int:
         # call; the summary below is what matters. KDMOBILE_VERBOSE=1 shows them.
         warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
-    summary = export_checkpoint(
-        args.checkpoint,
-        args.out,
-        targets=args.targets,
-        all_targets=args.all_targets,
-        precisions=args.precisions,
-        bundle=args.bundle,
-        ort_format=args.ort,
-        n_heldout=args.heldout,
-        n_random=args.random,
-        n_calibration=args.calibration,
-        seed=args.seed,
-        threads=args.threads,
-        log=lambda m: print(m, flush=True),
-    )
+    summary = export_model_file(args, calibration, n_calibration, log=lambda m: print(m, flush=True))
     print()
+    for w in summary.get("warnings", []):
+        print(f"! {w}")
     print(format_table(summary))
     print(f"\nsummary: {os.path.join(args.out, 'summary.json')}  ({time.perf_counter() - t0:.1f} s)")
     return 0 if summary["ok"] else 1
+
+
+def export_model_file(
+    args: argparse.Namespace, calibration: str | None, n_calibration: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Export ``args.model`` by its kind (``.pt2`` program, task checkpoint, other checkpoint); the summary."""
+    from pathlib import Path
+
+    from kdmobile.checkpoint import load_checkpoint, read_metadata
+    from kdmobile.errors import UsageError
+    from kdmobile.export.api import example_from_npz, export
+    from kdmobile.export.runner import export_checkpoint, resolve_selection
+    from kdmobile.export.specs import checkpoint_task
+
+    resolve_selection(args.targets, args.precisions, args.all_targets)  # bad names exit 2 before any load
+    path, validation = Path(args.model), args.validation
+    common = {
+        "precisions": args.precisions,
+        "bundle": args.bundle,
+        "seed": args.seed,
+        "threads": args.threads,
+    }
+    if path.suffix == ".pt2":
+        model, example = load_program(path)
+    else:
+        meta = read_metadata(path)  # UsageError: missing checkpoint or metadata
+        if checkpoint_task(meta) and calibration is None and validation is None:
+            # the task's own real samples (held-out set, calibration corpus) and bundle extras
+            return export_checkpoint(
+                path,
+                args.out,
+                targets=args.targets,
+                all_targets=args.all_targets,
+                ort_format=args.ort,
+                n_heldout=args.heldout,
+                n_random=args.random,
+                n_calibration=n_calibration,
+                log=log,
+                **common,
+            )
+        model, _ = load_checkpoint(path)
+        example = None
+    if example is None:
+        if validation is None and calibration is None:
+            raise UsageError(
+                f"{path} carries no example inputs and names no task: pass --validation FILE.npz (real "
+                "inputs, arrays named after the model's inputs; its first sample is the export example)"
+            )
+        example = example_from_npz(model, validation or calibration)
+    res = export(
+        model,
+        example,
+        targets="all" if args.all_targets else args.targets,
+        calibration=calibration,
+        validation=validation,
+        out_dir=args.out,
+        log=log,
+        options={"ort": args.ort},
+        checkpoint=path,
+        **common,
+    )
+    return res.summary
+
+
+def load_program(path: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    """``(ep.module(), example args)`` of a ``torch.export.save`` file; UsageError when it does not load."""
+    from pathlib import Path
+
+    import torch
+
+    from kdmobile.errors import UsageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:  # noqa: BLE001 - any unreadable program is a usage error
+        raise UsageError(
+            f"{path} does not load as a torch.export program ({type(e).__name__}: {e}); save one with "
+            "torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')"
+        ) from None
+    example = None
+    if ep.example_inputs is not None:
+        args, kwargs = ep.example_inputs
+        if kwargs:
+            raise UsageError(
+                f"{path}: the program takes keyword inputs {sorted(kwargs)}; export it positionally"
+            )
+        example = tuple(args)
+    return ep.module(), example

@@ -65,8 +65,8 @@ and, at the end, ``student.safetensors`` + ``student.json`` (``kdmobile.checkpoi
 ``fit(..., resume=True)`` continues from the last complete checkpoint and ends with the same weights as
 an uninterrupted run. Under DDP only rank 0 writes.
 
-Tasks for the CLI: ``@TASKS.register("name")`` on a factory ``(args: dict, seed: int) -> Task``; the
-config's ``task = "mnist"`` imports ``kdmobile.tasks.mnist.task`` (``"pkg.module:function"`` also works).
+Tasks for the CLI: the config's ``task = "mnist"`` names a task plug-in (``kdmobile.task``) whose
+``distill_setup(args, seed)`` returns a :class:`Task` (``"pkg.module:function"`` names a bare factory).
 """
 
 from __future__ import annotations
@@ -76,12 +76,11 @@ from kdmobile.distill.config import CacheConfig, DistillConfig, OptimConfig, Tra
 from kdmobile.distill.data import collate
 from kdmobile.distill.hooks import FeatureHooks
 from kdmobile.distill.losses import LOSSES, DistillLoss, build_losses
-from kdmobile.distill.tasks import TASKS, Task, get_task
+from kdmobile.distill.tasks import Task, get_task
 from kdmobile.distill.trainer import Distiller, History, NonFiniteLossError, evaluate
 
 __all__ = [
     "LOSSES",
-    "TASKS",
     "CacheConfig",
     "CacheError",
     "DistillConfig",

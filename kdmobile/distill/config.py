@@ -4,7 +4,7 @@
 
 TOML layout (every table optional)::
 
-    task = "mnist"                 # the CLI builds teacher, student and data from kdmobile.distill.TASKS
+    task = "mnist"                 # the task plug-in (kdmobile.task) builds teacher, student and data
     [task_args]                    # passed to the task factory, which checks its own keys
     [loss.kd]                      # term name -> settings; "type" defaults to the term name
     weight = 1.0
@@ -122,7 +122,7 @@ class DistillConfig:
     """Everything ``kdmobile distill`` needs.
 
     Attributes:
-        task: registered task name (``kdmobile.distill.TASKS``) or ``"pkg.module:function"``; used by the
+        task: a task plug-in name (``kdmobile.task``), ``"pkg.module:Class"`` or ``"pkg.module:function"``; used by the
             CLI only (the Python API takes the student, teacher and datasets directly).
         task_args: passed to the task factory, which validates its own keys.
         loss: term name -> settings (``type``, ``weight`` and the loss's own keyword arguments).

@@ -1,18 +1,15 @@
-"""Tasks: what ``kdmobile distill CONFIG`` builds from the config's ``task`` name.
+"""What ``kdmobile distill CONFIG`` builds from the config's ``task`` name: the task plug-in's set-up.
 
-    kdmobile distill configs/mnist_quick.toml      # task = "mnist" -> kdmobile.tasks.mnist.task
+    kdmobile distill configs/mnist_quick.toml      # task = "mnist" -> kdmobile.task.get_task("mnist")
 
-A task module registers a factory ``(args: dict, seed: int) -> Task``::
+A task plug-in (``kdmobile.task.Task``) returns a :class:`Task` from ``distill_setup(args, seed)``::
 
-    from kdmobile.distill.tasks import TASKS, Task
+    class EmailTask(kdmobile.task.Task):
+        def distill_setup(self, args: dict, seed: int) -> Task:
+            cfg = kdmobile.config.build(EmailTaskConfig, args, where="task_args")  # bad key -> exit 2
+            return Task(student=..., teacher=..., train=..., eval=..., architecture="email-student", ...)
 
-    @TASKS.register("email")
-    def make_email_task(args: dict, seed: int) -> Task:
-        cfg = kdmobile.config.build(EmailTaskConfig, args, where="task_args")  # bad key -> exit 2
-        return Task(student=..., teacher=..., train=..., eval=..., architecture="email-student", model_config={...})
-
-``get_task("email")`` imports ``kdmobile.tasks.email.task`` on first use; ``"pkg.module:function"``
-names a factory anywhere.
+There is one task registry (``kdmobile.task``); ``"pkg.module:function"`` still names a bare factory.
 """
 
 from __future__ import annotations
@@ -20,11 +17,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from kdmobile.errors import UsageError
-from kdmobile.registry import Registry
 
 
 @dataclass
@@ -53,32 +48,26 @@ class Task:
 
 
 TaskFactory = Callable[..., Task]
-TASKS: Registry[TaskFactory] = Registry("task")
-
-
-def _known() -> list[str]:
-    root = Path(__file__).resolve().parent.parent / "tasks"
-    found = {p.parent.name for p in root.glob("*/task.py")}
-    return sorted(found | set(TASKS.names()))
 
 
 def get_task(name: str) -> TaskFactory:
-    """The factory of task ``name`` (importing ``kdmobile.tasks.<name>.task``) or of ``"module:function"``."""
+    """The distillation factory ``(args, seed) -> Task`` of task ``name``.
+
+    ``name`` is a registered task plug-in (``kdmobile.task``), a ``"package.module:Class"`` plug-in, or a
+    ``"package.module:function"`` factory.
+    """
+    from kdmobile import task as seam
+
     if not name:
-        raise UsageError(f"the config names no task: set task = one of {', '.join(_known()) or '(none)'}")
+        raise UsageError(
+            f"the config names no task: set task = one of {', '.join(seam.task_names()) or '(none)'}"
+        )
     if ":" in name:
         module, _, attr = name.partition(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            obj = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise UsageError(f"task {name!r} cannot be loaded: {e}") from None
-    if name not in TASKS:
-        modname = f"kdmobile.tasks.{name}.task"
-        try:
-            importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name is None or not modname.startswith(e.name):
-                raise
-    if name not in TASKS:
-        raise UsageError(f"unknown task {name!r}; valid: {', '.join(_known()) or '(none)'}")
-    return TASKS.get(name)
+        if not (isinstance(obj, seam.Task) or (isinstance(obj, type) and issubclass(obj, seam.Task))):
+            return obj  # a factory function
+    return seam.get_task(name).distill_setup

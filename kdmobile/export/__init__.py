@@ -1,9 +1,14 @@
-"""Export a trained student to on-device artifacts and validate each one in its real runtime.
+"""Export a model to on-device artifacts and validate each one in its real runtime.
 
     kdmobile export build/email/student.safetensors --all --bundle -o build/export
+    kdmobile export model.pt2 --all --validation val.npz -o build/my-export
     kdmobile targets
 
 Python API (everything here is imported lazily; ``import kdmobile.export`` loads no export runtime)::
+
+    import kdmobile
+    res = kdmobile.export(model, (x,), targets="all", validation=(xs,), out_dir="out")   # any nn.Module
+    print(res); res.ok; res.load("tflite", "int8")(x.numpy())
 
     from kdmobile.export import discover, get_target, export_checkpoint, load_artifact
 
@@ -37,9 +42,16 @@ Targets (``kdmobile/export/base.py``; one file per target in ``targets/``, regis
 - ``Target.variants(precision)``: ways to make a precision, best first; the runner keeps the first that
   validates and records the failed ones in ``details.attempts`` (ExecuTorch int8: PT2E static, then
   PT2E dynamic). The kept one is named by ``flavour``;
-- ``Target.check_thresholds: dict[str, float]``: regression thresholds read by ``kdmobile check``;
-  ``DEFAULT_CHECK_THRESHOLDS`` = ``{"latency_pct": 15.0, "accuracy_pt": 0.5, "size_pct": 5.0}``, a target
-  overrides single keys (``Target.thresholds()`` returns the merged dict).
+- ``Target.thresholds() -> dict[str, float]``: THE regression thresholds ``kdmobile check`` reads:
+  ``DEFAULT_CHECK_THRESHOLDS`` (``latency_pct`` 15, ``accuracy_pt`` 0.5, ``size_pct`` 5,
+  ``browser_latency_pct`` 30) merged with the target's own ``check_thresholds``;
+- everything about one target is on its class, and generic code asks it, never tests its name:
+  ``op_patterns`` (regexes naming the operator in a converter's error), ``post_export(artifact, precision,
+  options, root)`` (extra files, e.g. onnx-web's ``.ort`` with ``options={"ort": True}``), ``flags(details)``
+  (summary warnings, e.g. ExecuTorch ops left on portable kernels), ``bundle_snippet(sidecar, sidecars)``
+  (the README lines that load and run it), ``bundle_sidecars``, ``runtime_label`` (the runtime ``load``
+  gives, as a report names it), ``runtime_dist`` (the distribution whose version is that runtime's),
+  ``report_order`` and ``colour`` (report rows and plots).
 
 Output layout of ``kdmobile export ... -o DIR``:
 
@@ -57,6 +69,10 @@ Output layout of ``kdmobile export ... -o DIR``:
      "status": "ok", "tolerance": {...}, "error_stats": {...}, "error_stats_by_split": {...},
      "details": {...target specific, e.g. ExecuTorch delegation...}, "created": "2025-...Z"}
 
+``DIR`` is written whole: everything goes into a staging folder beside it (``.DIR.<id>.staging.tmp``),
+swapped in at the end; an error or Ctrl-C removes the staging folder and leaves the previous ``DIR`` as it
+was. A non-empty ``DIR`` that has no ``summary.json`` is refused (it is not an export to replace).
+
 - ``DIR/summary.json`` (``read_summary``)::
 
     {"schema_version": 1, "checkpoint": "...", "checkpoint_sha256": "...", "architecture": "...",
@@ -73,7 +89,12 @@ Output layout of ``kdmobile export ... -o DIR``:
                   "flags": ["op aten_embedding_default (x1) is not delegated: ..."],
                   "details": {...}}, ...],
      "bundles": {"onnx-web": "onnx-web/bundle", ...}, "seconds": 28.1,
+     "warnings": [],                                         # e.g. "WARNING: no validation data ..."
      "ok": true}                                             # false if any result failed
+
+  A model exported from memory (``kdmobile.export``, a ``.pt2``) has ``checkpoint`` (the ``.pt2`` path or
+  null), ``weights_sha256`` (sha256 over its state dict) and ``validation.synthetic`` (true when no real
+  validation samples were given) and ``validation.calibration_source``.
 
   ``status`` is one of ``ok``, ``conversion_validated`` (converted and its spec checked, but the runtime
   cannot run here, e.g. Core ML on Linux; ``reason`` says why), ``unavailable`` (the exporter's modules
@@ -94,12 +115,19 @@ Output layout of ``kdmobile export ... -o DIR``:
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 SCHEMA_VERSION = 1
 
 # name -> module that defines it; resolved on first attribute access (PEP 562).
 _LAZY = {
+    "export": "kdmobile.export.api",
+    "build_spec": "kdmobile.export.api",
+    "read_samples": "kdmobile.export.api",
+    "ExportResult": "kdmobile.export.runner",
+    "Result": "kdmobile.export.runner",
     "Target": "kdmobile.export.base",
     "Runtime": "kdmobile.export.base",
     "TensorSpec": "kdmobile.export.base",
@@ -135,3 +163,20 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kdmobile.export' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """``kdmobile.export`` is this package AND the export function.
+
+    ``import kdmobile.export`` binds the subpackage to the attribute ``kdmobile.export`` whatever
+    ``kdmobile/__init__.py`` says, so the only way ``kdmobile.export(model, ...)`` works in every import order
+    is a callable module. The plain function is ``kdmobile.export_model`` (= ``kdmobile.export.api.export``).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from kdmobile.export.api import export
+
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -17,8 +17,11 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,9 @@ from kdmobile.export.base import (
     Status,
     Target,
     clean_message,
+    hints_for,
     precision_family,
+    with_hint,
 )
 from kdmobile.io import atomic_path, sha256_file, write_json
 
@@ -158,12 +163,14 @@ def export_one(
     *,
     source: dict[str, Any],
     threads: int = 1,
+    options: dict[str, Any] | None = None,
 ) -> Result:
     """Export, validate and (only on success) write one artifact and its sidecar. Never raises ExportError.
 
     A target may offer several variants of a precision (``Target.variants``, e.g. ExecuTorch int8: static,
     then dynamic); they are tried in order and the first that passes validation is kept. Every failed
-    attempt is recorded under ``details.attempts`` with its stage, reason and error stats.
+    attempt is recorded under ``details.attempts`` with its stage, reason and error stats. A filesystem
+    error (e.g. the target's folder is not writable) fails this artifact only, at the ``serialize`` stage.
     """
     tol = target.tolerance(precision)
     tolerance = {
@@ -198,8 +205,31 @@ def export_one(
             )
     if res.stage is not None:
         return res
-    _finish(res, target, spec, out_dir, source)
+    try:
+        _post_export(res, target, out_dir, options or {})
+        _finish(res, target, spec, out_dir, source)
+    except OSError as e:
+        _fail_fs(res, target, e)
     return res
+
+
+def _fail_fs(res: Result, target: Target, e: OSError) -> None:
+    """A filesystem error fails this artifact (its files are removed); the other targets carry on."""
+    for p in (res.metadata, res.path):
+        if p is not None and p.exists():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    res.status, res.stage = Status.EXPORT_FAILED, Stage.SERIALIZE
+    res.reason = f"{target.name}: serialize failed: {clean_message(e)}"
+    res.path = res.metadata = None
+
+
+def _post_export(res: Result, target: Target, out_dir: Path, options: dict[str, Any]) -> None:
+    """The target's extra steps on a validated artifact (e.g. onnx-web's ``.ort``); a failure is a flag."""
+    assert res.path is not None
+    try:
+        res.details.update(target.post_export(res.path, res.precision, options, out_dir))
+    except Exception as e:  # noqa: BLE001 - an optional extra: reported, never fatal
+        res.flags.append(f"post-export step failed: {clean_message(e)}")
 
 
 def _attempt(
@@ -227,7 +257,7 @@ def _attempt(
             except ExportError:
                 raise
             except Exception as e:  # noqa: BLE001 - a bug in an exporter is still a staged failure
-                raise ExportError(Stage.EXPORT, target.name, clean_message(e)) from e
+                raise ExportError(Stage.EXPORT, target.name, with_hint(clean_message(e))) from e
             res.seconds["export"] = time.perf_counter() - t0
             res.flavour = details.pop("flavour", precision)
             res.details.update(details)
@@ -257,16 +287,17 @@ def _attempt(
             res.error_stats, res.error_stats_by_split = e.stats, e.by_split
         res.seconds.setdefault("export", time.perf_counter() - t0)
         return
+    except OSError as e:  # the destination folder itself (mkdir, rename): this artifact only
+        res.seconds.setdefault("export", time.perf_counter() - t0)
+        _fail_fs(res, target, e)
+        return
     res.path = dest
 
 
 def _finish(res: Result, target: Target, spec: ModelSpec, out_dir: Path, source: dict[str, Any]) -> None:
     """Flags and the metadata sidecar of an artifact that passed."""
     assert res.path is not None
-    for op, count in sorted((res.details.get("portable_ops") or {}).items()):
-        if op == "getitem":  # tuple unpacking of a delegate's outputs, not an operator
-            continue
-        res.flags.append(f"op {op} (x{count}) is not delegated: it runs on the portable CPU kernels")
+    res.flags.extend(target.flags(res.details))
     res.metadata = artifact_metadata_path(res.path)
     write_json(
         res.metadata,
@@ -349,15 +380,16 @@ def export_checkpoint(
     threads: int = 1,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Export ``checkpoint`` to the selected targets and precisions; write and return ``summary.json``."""
+    """Export a checkpoint whose metadata names its task; write and return ``summary.json``'s dict.
+
+    The task plug-in (``kdmobile.task``) builds the spec with real samples; the rest is ``run_export``,
+    the core of ``kdmobile.export``.
+    """
     import torch
 
     from kdmobile.checkpoint import load_checkpoint
     from kdmobile.export.specs import model_spec_for
-    from kdmobile.export.validate import eager_outputs
 
-    log = log or (lambda _msg: None)
-    out_dir = Path(out_dir)
     plan = resolve_selection(targets, precisions, all_targets)
     checkpoint = Path(checkpoint)
     model, meta = load_checkpoint(checkpoint)
@@ -365,77 +397,208 @@ def export_checkpoint(
     spec = model_spec_for(
         model, meta, n_heldout=n_heldout, n_random=n_random, n_calibration=n_calibration, seed=seed
     )
-    eager = eager_outputs(model, spec)
     source = {
         "source_checkpoint": str(checkpoint),
         "checkpoint_sha256": meta.get("sha256") or sha256_file(checkpoint),
         "architecture": meta.get("architecture"),
         "task": spec.task,
     }
-    results: list[Result] = []
-    t_all = time.perf_counter()
-    for target, wanted, missing in plan:
-        ok, reason = target.availability()
-        for p in wanted:
-            if not ok:
-                results.append(Result(target.name, p, Status.UNAVAILABLE, reason=reason))
-                log(f"{target.name:<10} {p:<9} unavailable: {reason}")
-                continue
-            log(f"{target.name:<10} {p:<9} exporting ...")
-            res = export_one(target, model, spec, eager, p, out_dir, source=source, threads=threads)
-            results.append(res)
-            log(_line(res))
-        for p in missing:
-            log(f"{target.name:<10} {p:<9} skipped: {target.name} offers {', '.join(target.precisions)}")
-        if ort_format and ok and target.name == "onnx-web":
-            _write_ort(target, results, out_dir, log)
-    bundles: dict[str, str] = {}
-    if bundle:
-        from kdmobile.export.bundle import write_bundles
+    from kdmobile.task import get_task
 
-        bundles = write_bundles(out_dir, [t for t, _, _ in plan], results, spec, meta, checkpoint, log=log)
-    summary = {
-        "schema_version": SCHEMA_VERSION,
-        **{k: source[k] for k in ("architecture", "task", "checkpoint_sha256")},
-        "checkpoint": str(checkpoint),
-        "created": _now(),
-        "tool_versions": tool_versions(
-            (*BASE_PACKAGES, *sorted({p for t, _, _ in plan for p in t.packages}))
-        ),
-        "validation": {
-            "splits": {k: int(len(v[0])) for k, v in spec.validation.items()},
-            "real_split": spec.real_split,
-            "calibration_samples": int(len(spec.calibration[0])),
-            "input_specs": [s.to_dict() for s in spec.inputs],
-            "output_specs": [s.to_dict() for s in spec.outputs],
-            "seed": seed,
-        },
-        "results": [r.to_dict(out_dir) for r in results],
-        "bundles": bundles,
-        "seconds": round(time.perf_counter() - t_all, 2),
-        "ok": not any(r.failed for r in results),
-    }
-    write_json(out_dir / "summary.json", summary)
-    return summary
+    result = run_export(
+        model,
+        spec,
+        plan,
+        out_dir,
+        source=source,
+        bundle=bundle,
+        task=get_task(spec.task) if bundle else None,
+        meta=meta,
+        checkpoint=checkpoint,
+        options={"ort": True} if ort_format else None,
+        threads=threads,
+        seed=seed,
+        log=log,
+    )
+    return result.summary
 
 
-def _write_ort(target: Any, results: list[Result], out_dir: Path, log: Callable[[str], None]) -> None:
-    for r in results:
-        if r.target == target.name and r.status == Status.OK and r.path is not None:
-            ort_path = r.path.with_suffix(".ort")
-            try:
-                with atomic_path(ort_path) as tmp:
-                    target.write_ort(r.path, tmp)
-                    run = target.load(tmp)
-                    del run
-                r.details["ort"] = {
-                    "path": os.path.relpath(ort_path, out_dir),
-                    "size_bytes": ort_path.stat().st_size,
-                }
-                log(f"{target.name:<10} {r.precision:<9} wrote {ort_path.name}")
-            except Exception as e:  # noqa: BLE001 - optional extra; reported, not fatal
-                r.details["ort"] = {"error": clean_message(e)}
-                log(f"{target.name:<10} {r.precision:<9} .ort failed: {clean_message(e)}")
+class ExportResult:
+    """What ``kdmobile.export`` returns: the per-artifact ``Result``\\ s and the summary.
+
+    Iterate it for the ``Result``\\ s; ``ok`` is False if any artifact failed; ``summary`` is the dict
+    written to ``out_dir/summary.json``; ``load(target, precision)`` loads an artifact in its runtime;
+    ``str()`` is the human table (with the warnings first).
+    """
+
+    def __init__(self, out_dir: Path, results: list[Result], summary: dict[str, Any]) -> None:
+        self.out_dir, self.results, self.summary = out_dir, results, summary
+
+    def __iter__(self) -> Iterator[Result]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.summary["ok"])
+
+    def result(self, target: str, precision: str = "fp32") -> Result:
+        for r in self.results:
+            if r.target == target and r.precision == precision:
+                return r
+        have = ", ".join(f"{r.target}/{r.precision}" for r in self.results)
+        raise KeyError(f"no {target}/{precision} result; have {have}")
+
+    def load(self, target: str, precision: str = "fp32", threads: int = 1) -> Runtime:
+        """The artifact of ``target``/``precision`` loaded in its runtime (numpy in, list of numpy out)."""
+        from kdmobile.export.discovery import get_target
+
+        r = self.result(target, precision)
+        if r.path is None:
+            raise UsageError(f"{target}/{precision} wrote no artifact: {r.status.value} ({r.reason})")
+        return get_target(target).load(r.path, threads=threads)
+
+    def __str__(self) -> str:
+        head = [f"! {w}" for w in self.summary.get("warnings", [])]
+        return "\n".join([*head, format_table(self.summary)])
+
+    def __repr__(self) -> str:
+        n_ok = sum(not r.failed for r in self.results)
+        return f"ExportResult({str(self.out_dir)!r}, {n_ok}/{len(self.results)} not failed, ok={self.ok})"
+
+
+def run_export(
+    model: Any,
+    spec: ModelSpec,
+    plan: list[tuple[Target, list[str], list[str]]],
+    out_dir: str | os.PathLike[str],
+    *,
+    source: dict[str, Any],
+    reference: Any = None,
+    bundle: bool = False,
+    task: Any = None,
+    meta: dict[str, Any] | None = None,
+    checkpoint: Path | None = None,
+    options: dict[str, Any] | None = None,
+    threads: int = 1,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    warnings: Sequence[str] = (),
+    extra_validation: dict[str, Any] | None = None,
+) -> ExportResult:
+    """The core of every export: every (target, precision) of ``plan``, validated; bundles; the summary.
+
+    Everything is written into a fresh staging folder beside ``out_dir`` (``.NAME.*.staging.tmp``) and
+    swapped in whole at the end, so ``out_dir`` is either the previous export or this one, never a mix;
+    an error or Ctrl-C on the way removes the staging folder and leaves ``out_dir`` as it was.
+    """
+    from kdmobile.export.validate import eager_outputs
+
+    log = log or (lambda _msg: None)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    eager = eager_outputs(model if reference is None else reference, spec)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not mkdtemp: the folder becomes out_dir, with the usual permissions (mkdtemp's are 0700)
+    staging = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.staging.tmp"
+    staging.mkdir()
+    try:
+        results: list[Result] = []
+        t_all = time.perf_counter()
+        for target, wanted, missing in plan:
+            ok, reason = target.availability()
+            for p in wanted:
+                if not ok:
+                    results.append(Result(target.name, p, Status.UNAVAILABLE, reason=reason))
+                    log(f"{target.name:<10} {p:<9} unavailable: {reason}")
+                    continue
+                log(f"{target.name:<10} {p:<9} exporting ...")
+                res = export_one(
+                    target, model, spec, eager, p, staging, source=source, threads=threads, options=options
+                )
+                results.append(res)
+                log(_line(res))
+            for p in missing:
+                log(f"{target.name:<10} {p:<9} skipped: {target.name} offers {', '.join(target.precisions)}")
+        bundles: dict[str, str] = {}
+        if bundle:
+            from kdmobile.export.bundle import write_bundles
+
+            bundles = write_bundles(
+                staging, [t for t, _, _ in plan], results, spec, meta or {}, checkpoint, task=task, log=log
+            )
+        summary = {
+            "schema_version": SCHEMA_VERSION,
+            **{k: source.get(k) for k in ("architecture", "task", "checkpoint_sha256")},
+            "checkpoint": source.get("source_checkpoint"),
+            **({"weights_sha256": source["weights_sha256"]} if source.get("weights_sha256") else {}),
+            "created": _now(),
+            "tool_versions": tool_versions(
+                (*BASE_PACKAGES, *sorted({p for t, _, _ in plan for p in t.packages}))
+            ),
+            "validation": {
+                "splits": {k: int(len(v[0])) for k, v in spec.validation.items()},
+                "real_split": spec.real_split,
+                "calibration_samples": int(len(spec.calibration[0])),
+                "input_specs": [s.to_dict() for s in spec.inputs],
+                "output_specs": [s.to_dict() for s in spec.outputs],
+                "seed": seed,
+                **(extra_validation or {}),
+            },
+            # a hint shared by the failures (e.g. a data-dependent shape) is said once, up front
+            "warnings": [
+                *warnings,
+                *dict.fromkeys(h for r in results if r.reason for h in hints_for(r.reason)),
+            ],
+            "results": [r.to_dict(staging) for r in results],
+            "bundles": bundles,
+            "seconds": round(time.perf_counter() - t_all, 2),
+            "ok": not any(r.failed for r in results),
+        }
+        write_json(staging / "summary.json", summary)
+        _swap_in(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for r in results:  # the staging paths now live under out_dir
+        r.path = None if r.path is None else out_dir / r.path.relative_to(staging)
+        r.metadata = None if r.metadata is None else out_dir / r.metadata.relative_to(staging)
+    return ExportResult(out_dir, results, summary)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """``out_dir`` is replaced whole: refuse a folder that is not a previous export (or the cwd)."""
+    here = Path.cwd().resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output {out_dir} exists and is not a folder")
+    if out_dir.is_dir():
+        resolved = out_dir.resolve()
+        if resolved == here or resolved in here.parents:
+            raise UsageError(f"output {out_dir} contains the current folder: pick a new folder, e.g. -o out")
+        if any(out_dir.iterdir()) and not (out_dir / "summary.json").is_file():
+            raise UsageError(
+                f"output {out_dir} is a non-empty folder without a summary.json: an export replaces its "
+                "output folder whole, so pick a new or empty folder (or a previous export's)"
+            )
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` with ``staging`` (two renames; the old export is removed after)."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old.tmp", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        if old is not None:  # put the previous export back
+            os.replace(old / out_dir.name, out_dir)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _line(r: Result) -> str:
@@ -490,6 +653,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "ExportResult",
     "Result",
     "artifact_metadata_path",
     "export_checkpoint",
@@ -499,5 +663,6 @@ __all__ = [
     "precision_family",
     "read_summary",
     "resolve_selection",
+    "run_export",
     "tool_versions",
 ]

@@ -1,4 +1,4 @@
-"""Example tasks; each ``kdmobile/tasks/<name>/task.py`` registers a factory in ``kdmobile.distill.TASKS``.
+"""Example tasks; each ``kdmobile/tasks/<name>/plugin.py`` registers a ``kdmobile.task.Task`` plug-in.
 
-kdmobile distill configs/mnist_quick.toml     # task = "mnist" imports kdmobile.tasks.mnist.task
+kdmobile distill configs/mnist_quick.toml     # task = "mnist" -> kdmobile.task.get_task("mnist").distill_setup
 """

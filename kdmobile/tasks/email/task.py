@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from kdmobile import config as C
-from kdmobile.distill.tasks import TASKS, Task
+from kdmobile.distill.tasks import Task
 
 
-@TASKS.register("email")
 def make_email_task(args: dict[str, Any], seed: int = 0) -> Task:
     """Build teacher, student and data of the email task from ``task_args``."""
     from kdmobile.distill import DistillConfig

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 
 from kdmobile import config as C
-from kdmobile.distill.tasks import TASKS, Task
+from kdmobile.distill.tasks import Task
 from kdmobile.errors import UsageError
 from kdmobile.tasks.mnist.data import make_set, split
 from kdmobile.tasks.mnist.model import MLP
@@ -93,7 +93,6 @@ def train_teacher(cfg: MnistTaskConfig, seed: int, progress: bool = True) -> tor
     return teacher.eval()
 
 
-@TASKS.register("mnist")
 def make_mnist_task(args: dict[str, Any], seed: int = 0) -> Task:
     """Build teacher, student and data of the MNIST task from ``task_args``."""
     from kdmobile.checkpoint import load_checkpoint
