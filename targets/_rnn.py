@@ -2,12 +2,15 @@
 
     python -c "import torch; from targets._rnn import unroll_grus; m, names = unroll_grus(torch.nn.GRU(4, 8)); print(names)"
 
-Used by targets whose converter fails on a GRU: Core ML (coremltools 9: "Unsupported fx node gru") and
-TFLite full-integer int8 (litert-torch 0.10's PT2E GRU annotator assumes an explicit initial state and
-both outputs used, and raises IndexError / AssertionError otherwise). The copy computes exactly
-``nn.GRU``'s equations over the module's own weights, unrolled over the static number of time steps
-(the input projections of all steps are one matmul; only the recurrence is sequential). Not a target
-itself: discovery skips modules whose name starts with ``_``.
+Used by TFLite full-integer int8: litert-torch 0.10's PT2E GRU annotator (``_annotate_gru_io_only``)
+assumes a GRU called with an explicit initial state and both outputs used, and raises IndexError /
+AssertionError otherwise (a classifier that keeps only the last state hits both). PyTorch's own
+``aten.gru`` decomposition (what the Core ML target uses) does not help here: the decomposed nodes keep
+the ``nn.GRU`` source metadata, so the annotator still picks them up and raises the same IndexError. A
+module swap gives nodes of plain linears and gates, which quantize like any matmul. The copy computes
+exactly ``nn.GRU``'s equations over the module's own weights, unrolled over the static number of time
+steps (the input projections of all steps are one matmul; only the recurrence is sequential). Not a
+target itself: discovery skips modules whose name starts with ``_``.
 """
 
 from __future__ import annotations

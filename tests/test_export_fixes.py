@@ -6,8 +6,7 @@
   own name, yet onnxruntime and onnxruntime-web run it;
 - TFLite full-integer models take int8 inputs: float inputs are quantized with the tensor's scale and
   zero point (a plain cast turned MNIST pixels into 0s);
-- a GRU converts to Core ML and to TFLite full-integer via the same GRU written with basic ops;
-- a forward with a data-dependent shape fails at torch.export with a hint that says what to change.
+- a GRU converts to TFLite full-integer via the same GRU written with basic ops (``targets/_rnn.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from kdmobile.export import get_target
-from kdmobile.export.base import DATA_DEPENDENT_HINT, ModelSpec, TensorSpec
+from kdmobile.export.base import ModelSpec, TensorSpec
 from kdmobile.export.runner import export_one
 from kdmobile.export.validate import eager_outputs
 
@@ -92,6 +91,8 @@ def test_unrolled_gru_equals_nn_gru(layers: int, bidirectional: bool, batch_firs
 
 
 class TinyGRU(nn.Module):
+    """Keeps only the GRU's last state, called without an initial state: what trips litert-torch's annotator."""
+
     def __init__(self) -> None:
         super().__init__()
         self.embed = nn.Embedding(50, 8)
@@ -103,43 +104,15 @@ class TinyGRU(nn.Module):
         return self.head(h[-1])
 
 
-@pytest.mark.target("coreml")
-def test_coreml_converts_a_gru(tmp_path: Path) -> None:
+@pytest.mark.target("tflite")
+def test_tflite_full_integer_converts_a_gru(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = TinyGRU().eval()
-    ids = np.random.default_rng(0).integers(1, 50, size=(8, 12))
+    ids = np.random.default_rng(0).integers(1, 50, size=(16, 12))
     spec = _spec([TensorSpec("ids", (1, 12), "int64")], 5, (ids,))
     res = export_one(
-        get_target("coreml"), model, spec, eager_outputs(model, spec), "fp32", tmp_path, source={}
+        get_target("tflite"), model, spec, eager_outputs(model, spec), "int8-full", tmp_path, source={}
     )
-    assert res.status.value in ("ok", "conversion_validated"), res.reason
+    assert res.status.value == "ok", res.reason
     assert res.flavour.endswith("+unrolled-gru") and res.details["rnn_unrolled"]["modules"] == ["gru"]
-    assert "gru" in res.details["rnn_unrolled"]["why"]
-
-
-class TrimPadding(nn.Module):
-    """Trims padding to the longest row: the shape depends on the data (what the email teacher did)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(50, 8)
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        width = int(mask.sum(dim=1).max())
-        return self.head(self.embed(ids[:, :width]).mean(dim=1))
-
-
-@pytest.mark.target("executorch")
-def test_data_dependent_shape_gets_a_hint(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, 50, size=(4, 16))
-    mask = (np.arange(16)[None, :] < np.array([[4], [8], [12], [16]])).astype(np.int64)
-    spec = _spec([TensorSpec("ids", (1, 16), "int64"), TensorSpec("mask", (1, 16), "int64")], 4, (ids, mask))
-    model = TrimPadding().eval()
-    res = export_one(
-        get_target("executorch"), model, spec, eager_outputs(model, spec), "fp32", tmp_path, source={}
-    )
-    assert res.status.value == "export_failed" and res.stage.value == "export"
-    assert res.reason.startswith("executorch: export failed: " + DATA_DEPENDENT_HINT)
-    assert "GuardOnDataDependentSymNode" in res.reason  # the original error follows the hint
+    assert res.error_stats["sqnr_db"] >= 20
