@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # Shared 2-core machines: spinning OpenMP workers stall each other under load (measured 10x slower training).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup demo test test-fast bench-mnist bench serve lint format clean
+.PHONY: setup demo test test-fast bench-mnist bench coverage serve lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "make: Python 3.11 is needed ($(PY) not found)"; exit 2; }
@@ -57,6 +57,11 @@ test-fast: setup
 
 bench-mnist: setup
 	$(BIN)/python -m kdmobile.tasks.mnist.hinton -o build/bench/hinton_mnist.json
+
+# Every zoo model x every target and precision, exported, validated and timed (a benchmark, not a test:
+# long on 2 cores). Subsets: python -m kdmobile.zoo.coverage --models ... --targets ... --precisions ...
+coverage: setup
+	$(BIN)/python -m kdmobile.zoo.coverage -o docs/coverage.md
 
 serve: setup
 	$(BIN)/python -m kdmobile.serve demo_app --port $${PORT:-8000}

@@ -390,6 +390,30 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(paths: list[Path], out_md: Path) -> dict[str, Any]:
+    """Join the JSONs of runs over disjoint models (e.g. two halves run side by side); first one wins."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    data = {**runs[0], "models": {}, "cells": []}
+    seen: set[tuple[str, str, str]] = set()
+    for r in runs:
+        for name, info in r["models"].items():
+            data["models"].setdefault(name, info)
+        for c in r["cells"]:
+            key = (c["model"], c["target"], c["precision"])
+            if key not in seen:
+                seen.add(key)
+                data["cells"].append(c)
+    data["command"] = " ; ".join(r["command"] for r in runs) + "  (run side by side, merged with --merge)"
+    data["started"] = min(r["started"] for r in runs)
+    data["wall_seconds"] = max(r.get("wall_seconds") or 0 for r in runs)
+    data["finished"] = (
+        None if any(r.get("finished") is None for r in runs) else max(r["finished"] for r in runs)
+    )
+    write_json(out_md.with_suffix(".json"), data)
+    write_text(out_md, render_markdown(data))
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     from kdmobile.errors import UsageError
 
@@ -405,7 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", action="store_true", help="the reduced configurations (fast)")
     p.add_argument("--artifacts", type=Path, help="keep the artifacts here (default: a temporary folder)")
     p.add_argument("--resume", action="store_true", help="keep the cells already in the JSON, run the rest")
+    p.add_argument("--merge", nargs="+", type=Path, help="only join these coverage JSONs into -o")
     args = p.parse_args(argv)
+    if args.merge:
+        data = merge(args.merge, args.out)
+        print(f"wrote {args.out} ({len(data['cells'])} cells from {len(args.merge)} runs)")
+        return 0
     command = "python -m kdmobile.zoo.coverage " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )

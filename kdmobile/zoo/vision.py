@@ -111,7 +111,7 @@ def efficientnet_b0(*, small: bool, n_calibration: int, n_validation: int, seed:
         image_size=res,
         width_coefficient=0.5 if small else 1.0,
         depth_coefficient=0.5 if small else 1.0,
-        hidden_dim=1280,
+        hidden_dim=640 if small else 1280,  # transformers does not scale it with width_coefficient
         num_labels=1000,
     )
     return _random_vision(
