@@ -104,6 +104,7 @@ class TinyGRU(nn.Module):
         return self.head(h[-1])
 
 
+@pytest.mark.slow  # two conversions (the native attempt, then the unrolled GRU): ~110 s on the loaded machine
 @pytest.mark.target("tflite")
 def test_tflite_full_integer_converts_a_gru(tmp_path: Path) -> None:
     torch.manual_seed(0)

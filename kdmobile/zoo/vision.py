@@ -20,26 +20,20 @@ RES, SMALL_RES = 128, 64
 
 
 def _random_vision(
-    name: str,
-    module: Any,
-    *,
-    res: int,
-    n_calibration: int,
-    n_validation: int,
-    seed: int,
-    notes: str,
-    family: str,
+    module: Any, *, small: bool, notes: str, family: str, n_calibration: int, n_validation: int, seed: int
 ) -> ZooModel:
+    """A random-init image model on seeded synthetic images at ``RES`` (``SMALL_RES``) px."""
     import torch
 
     from kdmobile.zoo.nets import realistic_init
 
+    res = SMALL_RES if small else RES
     calib = smooth_noise(n_calibration, (3, res, res), seed + 1)
     val = smooth_noise(n_validation, (3, res, res), seed + 2)
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
         realistic_init(module, torch.from_numpy(smooth_noise(64, (3, res, res), seed + 3)), seed)
     return ZooModel(
-        name,
+        "",
         module.eval(),
         as_tensors((val,)),
         (calib,),
@@ -47,7 +41,7 @@ def _random_vision(
         real=False,
         input_names=["pixel_values"],
         family=family,
-        notes=notes,
+        notes=f"{notes}, random init, {res} px",
     )
 
 
@@ -63,7 +57,7 @@ def _hf(cls_name: str, config_name: str, **config: Any) -> Any:
 
 
 @ZOO.register("mobilenet_v2")
-def mobilenet_v2(*, small: bool, n_calibration: int, n_validation: int, seed: int) -> ZooModel:
+def mobilenet_v2(*, small: bool, **kw: Any) -> ZooModel:
     res = SMALL_RES if small else RES
     m = _hf(
         "MobileNetV2ForImageClassification",
@@ -73,37 +67,30 @@ def mobilenet_v2(*, small: bool, n_calibration: int, n_validation: int, seed: in
         num_labels=1000,
     )
     return _random_vision(
-        "mobilenet_v2",
         m,
-        res=res,
-        n_calibration=n_calibration,
-        n_validation=n_validation,
-        seed=seed,
-        notes=f"transformers MobileNetV2 (depth multiplier {0.5 if small else 1.0}), random init, {res} px",
+        small=small,
+        notes=f"transformers MobileNetV2 (depth multiplier {0.5 if small else 1.0})",
         family="cnn",
+        **kw,
     )
 
 
 @ZOO.register("mobilenet_v3_small")
-def mobilenet_v3_small(*, small: bool, n_calibration: int, n_validation: int, seed: int) -> ZooModel:
+def mobilenet_v3_small(*, small: bool, **kw: Any) -> ZooModel:
     from kdmobile.zoo.nets import MobileNetV3Small
 
-    res = SMALL_RES if small else RES
     m = MobileNetV3Small(width=0.5 if small else 1.0)
     return _random_vision(
-        "mobilenet_v3_small",
         m,
-        res=res,
-        n_calibration=n_calibration,
-        n_validation=n_validation,
-        seed=seed,
-        notes=f"MobileNetV3-Small (hard-swish, squeeze-excite), written in kdmobile.zoo.nets, random init, {res} px",
+        small=small,
+        notes="MobileNetV3-Small (hard-swish, squeeze-excite), written in kdmobile.zoo.nets",
         family="cnn",
+        **kw,
     )
 
 
 @ZOO.register("efficientnet_b0")
-def efficientnet_b0(*, small: bool, n_calibration: int, n_validation: int, seed: int) -> ZooModel:
+def efficientnet_b0(*, small: bool, **kw: Any) -> ZooModel:
     res = SMALL_RES if small else RES
     m = _hf(
         "EfficientNetForImageClassification",
@@ -115,20 +102,16 @@ def efficientnet_b0(*, small: bool, n_calibration: int, n_validation: int, seed:
         num_labels=1000,
     )
     return _random_vision(
-        "efficientnet_b0",
         m,
-        res=res,
-        n_calibration=n_calibration,
-        n_validation=n_validation,
-        seed=seed,
-        notes=f"transformers EfficientNet-B0 (width/depth 1.0; SiLU, squeeze-excite), random init, {res} px",
+        small=small,
+        notes=f"transformers EfficientNet-B0 (width/depth {0.5 if small else 1.0}; SiLU, squeeze-excite)",
         family="cnn",
+        **kw,
     )
 
 
 @ZOO.register("resnet18")
-def resnet18(*, small: bool, n_calibration: int, n_validation: int, seed: int) -> ZooModel:
-    res = SMALL_RES if small else RES
+def resnet18(*, small: bool, **kw: Any) -> ZooModel:
     widths = [32, 64, 128, 256] if small else [64, 128, 256, 512]
     m = _hf(
         "ResNetForImageClassification",
@@ -140,19 +123,16 @@ def resnet18(*, small: bool, n_calibration: int, n_validation: int, seed: int) -
         num_labels=1000,
     )
     return _random_vision(
-        "resnet18",
         m,
-        res=res,
-        n_calibration=n_calibration,
-        n_validation=n_validation,
-        seed=seed,
-        notes=f"transformers ResNet-18 (basic blocks 2-2-2-2), random init, {res} px",
+        small=small,
+        notes=f"transformers ResNet-18 (basic blocks {'1-1-1-1' if small else '2-2-2-2'})",
         family="cnn",
+        **kw,
     )
 
 
 @ZOO.register("mobilevit_xxs")
-def mobilevit_xxs(*, small: bool, n_calibration: int, n_validation: int, seed: int) -> ZooModel:
+def mobilevit_xxs(*, small: bool, **kw: Any) -> ZooModel:
     res = SMALL_RES if small else RES
     m = _hf(
         "MobileViTForImageClassification",
@@ -164,19 +144,16 @@ def mobilevit_xxs(*, small: bool, n_calibration: int, n_validation: int, seed: i
         num_labels=1000,
     )
     return _random_vision(
-        "mobilevit_xxs",
         m,
-        res=res,
-        n_calibration=n_calibration,
-        n_validation=n_validation,
-        seed=seed,
-        notes=f"transformers MobileViT with the XX-small widths (1.3 M params), random init, {res} px",
+        small=small,
+        notes="transformers MobileViT with the XX-small widths (1.3 M params)",
         family="transformer",
+        **kw,
     )
 
 
 @ZOO.register("vit_tiny")
-def vit_tiny(*, small: bool, n_calibration: int, n_validation: int, seed: int) -> ZooModel:
+def vit_tiny(*, small: bool, **kw: Any) -> ZooModel:
     res = SMALL_RES if small else RES
     m = _hf(
         "ViTForImageClassification",
@@ -191,14 +168,11 @@ def vit_tiny(*, small: bool, n_calibration: int, n_validation: int, seed: int) -
     )
     layers = 2 if small else 12
     return _random_vision(
-        "vit_tiny",
         m,
-        res=res,
-        n_calibration=n_calibration,
-        n_validation=n_validation,
-        seed=seed,
-        notes=f"transformers ViT with DeiT-tiny widths (192-d, 3 heads, {layers} layers, patch 16), random init, {res} px",
+        small=small,
+        notes=f"transformers ViT with DeiT-tiny widths (192-d, 3 heads, {layers} layers, patch 16)",
         family="transformer",
+        **kw,
     )
 
 
