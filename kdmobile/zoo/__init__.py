@@ -24,8 +24,9 @@ import numpy as np
 
 from kdmobile.registry import Registry
 
-# The bars the coverage matrix judges a cell by (the exporters' own tolerances still decide its status).
-MIN_SQNR_DB = {"fp32": 40.0, "fp16": 25.0, "int8": 15.0}
+# The bars the coverage matrix judges a cell by (the exporters' own tolerances still decide its status:
+# they also bound the absolute error, and ask 60 dB of fp32 where the zoo asks 40).
+MIN_SQNR_DB = {"fp32": 40.0, "fp16": 35.0, "int8": 20.0}
 MIN_TOP1 = {"fp32": 0.995, "fp16": 0.99, "int8": 0.98}
 
 _ENTRY_MODULES = ("kdmobile.zoo.vision", "kdmobile.zoo.text", "kdmobile.zoo.audio")
@@ -66,8 +67,13 @@ class ZooModel:
 
     def bar(self, precision: str) -> tuple[str, float]:
         """The zoo's bar for ``precision``: ("top1", floor) for real models, ("sqnr_db", floor) otherwise."""
-        family = "int8" if precision.startswith("int8") else precision
-        return ("top1", MIN_TOP1[family]) if self.real else ("sqnr_db", MIN_SQNR_DB[family])
+        return bar(self.real, precision)
+
+
+def bar(real: bool, precision: str) -> tuple[str, float]:
+    """("top1", floor) for a real model, ("sqnr_db", floor) for a random-init one, at ``precision``."""
+    family = "int8" if precision.startswith("int8") else precision
+    return ("top1", MIN_TOP1[family]) if real else ("sqnr_db", MIN_SQNR_DB[family])
 
 
 Builder = Callable[..., ZooModel]
@@ -140,4 +146,14 @@ def as_tensors(arrays: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(a[:1])) for a in arrays)
 
 
-__all__ = ["MIN_SQNR_DB", "MIN_TOP1", "ZOO", "ZooModel", "as_tensors", "build", "names", "smooth_noise"]
+__all__ = [
+    "MIN_SQNR_DB",
+    "MIN_TOP1",
+    "ZOO",
+    "ZooModel",
+    "as_tensors",
+    "bar",
+    "build",
+    "names",
+    "smooth_noise",
+]
