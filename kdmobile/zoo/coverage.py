@@ -356,6 +356,27 @@ def render_markdown(data: dict[str, Any]) -> str:
             c = by.get((m, t, p))
             row.append("" if c is None else _STATUS_MARK.get(c["status"], c["status"]))
         lines.append(f"| {m} | " + " | ".join(row) + " |")
+    failed = [c for c in cells if c["status"] not in ("ok", "conversion_validated")]
+    lines += ["", "## What fails, and where", ""]
+    if not failed:
+        lines.append("Nothing: every cell above is ok or conversion-validated.")
+    for c in failed:
+        what = f"stage `{c['stage']}`" + (f", op `{c['op']}`" if c["op"] else "")
+        figures = ""
+        if c["sqnr_db"] is not None:
+            figures = f" (SQNR {c['sqnr_db']:.1f} dB, top-1 {c['top1_agreement']:.3f})"
+        reason = (c["reason"] or "").replace("\n", " ")
+        lines.append(f"- **{c['model']}**, {c['target']} {c['precision']}: {what}{figures}. {reason[:400]}")
+    lines += [
+        "",
+        "Fixed in the exporters (each a fallback or a local change; see the target files' docstrings): "
+        "onnx-web judges op support by running the model in onnxruntime (HardSwish is an ONNX function "
+        "with no kernel of its own name, and runs); TFLite full-integer models get their float inputs "
+        "quantized with the input tensor's scale and zero point; TFLite full-integer converts a GRU through "
+        "the same GRU written with basic ops (`targets/_rnn.py`) when litert-torch's GRU annotator fails; "
+        "Core ML decomposes GRU/LSTM with PyTorch's own decompositions; a data-dependent shape at "
+        "`torch.export` gets a hint saying what to change.",
+    ]
     lines += [
         "",
         "## Models",
