@@ -196,7 +196,7 @@ def run(
     artifacts: Path | None = None,
     resume: bool = False,
     command: str = "",
-    log: Any = print,
+    log: Any = None,
 ) -> dict[str, Any]:
     """Run the matrix; write ``out_md`` and its ``.json`` twin (after every cell); return the data."""
     import torch
@@ -206,6 +206,7 @@ def run(
     from kdmobile.export.validate import eager_outputs
     from kdmobile.zoo import build, names
 
+    log = log or (lambda msg: print(msg, flush=True))  # flushed: the run is long and often under nohup
     torch.set_num_threads(1)
     all_models = names()
     for m in models or ():
