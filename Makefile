@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # Shared 2-core machines: spinning OpenMP workers stall each other under load (measured 10x slower training).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup demo test test-fast bench-mnist bench-check bench serve lint format clean
+.PHONY: setup demo test test-fast bench-mnist bench-check bench coverage serve lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "make: Python 3.11 is needed ($(PY) not found)"; exit 2; }
@@ -62,6 +62,11 @@ bench-mnist: setup
 # two CPU hogs, plus injected slowdowns / accuracy drops and a real slower variant (build/power/power.md).
 bench-check: setup
 	$(BIN)/python -m kdmobile.tasks.selftest.power -o build/power
+
+# Every zoo model x every target and precision, exported, validated and timed (a benchmark, not a test:
+# long on 2 cores). Subsets: python -m kdmobile.zoo.coverage --models ... --targets ... --precisions ...
+coverage: setup
+	$(BIN)/python -m kdmobile.zoo.coverage -o docs/coverage.md
 
 serve: setup
 	$(BIN)/python -m kdmobile.serve demo_app --port $${PORT:-8000}

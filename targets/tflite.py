@@ -9,8 +9,11 @@
   quantizer converts too, but the interpreter refuses its embedding (``EMBEDDING_LOOKUP failed to
   prepare``, RUNTIMES.md), so it is not used.
 - int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
-  and activations, calibrated on real samples). Its output tensor is int8; the runtime dequantizes it with
-  the tensor's own scale and zero point (and quantizes a float input the same way).
+  and activations, calibrated on real samples). Its float inputs and outputs become int8 tensors; the
+  runtime quantizes float inputs and dequantizes outputs with each tensor's own scale and zero point.
+  litert-torch's GRU annotator raises on a GRU called without an initial state (IndexError) or whose
+  sequence output is unused (AssertionError); the exporter then quantizes a copy whose ``nn.GRU`` is
+  written with basic ops (``targets/_rnn.py``; flavour ``+unrolled-gru``).
 - int8-qat: a program already quantized by quantization-aware training (``kdmobile compress qat``:
   litert-torch's PT2E quantizer in QAT mode, KD fine-tuning, ``convert_pt2e``), converted as it is:
   its trained scales and zero points, no calibration. Not in the default set (it needs that program).
@@ -29,7 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from kdmobile.export.base import ArtifactRuntime, ModelSpec, Stage, Target, TensorSpec, register_target
+from kdmobile.export.base import (
+    ArtifactRuntime,
+    ExportError,
+    ModelSpec,
+    Stage,
+    Target,
+    TensorSpec,
+    register_target,
+)
+from targets._rnn import has_gru, unroll_grus
 
 
 @register_target
@@ -93,6 +105,20 @@ class TFLiteTarget(Target):
         return {"flavour": "dynamic-range-int8 (ai-edge-quantizer dynamic_wi8_afp32)"}
 
     def _export_full_integer(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
+        try:
+            return self._full_integer(model, spec, out)
+        except ExportError as e:
+            # litert-torch's PT2E GRU annotator needs an explicit initial state and both GRU outputs used
+            # (else IndexError / AssertionError); the GRU written with basic ops quantizes like any matmul.
+            if e.stage != Stage.EXPORT or not has_gru(model):
+                raise
+            model, unrolled = unroll_grus(model)
+            details = self._full_integer(model, spec, out)
+            details["flavour"] += " +unrolled-gru"
+            details["rnn_unrolled"] = {"modules": unrolled, "why": e.detail[:200]}
+            return details
+
+    def _full_integer(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
         import torch
 
         example = spec.torch_example_inputs()
@@ -207,7 +233,11 @@ class TFLiteRuntime(ArtifactRuntime):
         super().__init__([_spec(d, names) for d in ins], [_spec(d, names) for d in outs])
 
     def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        for idx, x in zip(self._in_idx, self.cast(self._quantize(inputs)), strict=True):
+        if len(inputs) == len(self._in_q):
+            inputs = tuple(
+                _quantize(x, q, s.dtype) for x, q, s in zip(inputs, self._in_q, self.inputs, strict=True)
+            )
+        for idx, x in zip(self._in_idx, self.cast(inputs), strict=True):
             self._it.set_tensor(idx, x)
         self._it.invoke()
         res = []
@@ -218,14 +248,19 @@ class TFLiteRuntime(ArtifactRuntime):
             res.append(np.array(y, copy=True))
         return res
 
-    def _quantize(self, inputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-        out = []
-        for x, (scale, zero), dt in zip(inputs, self._in_q, self._dtypes, strict=False):
-            if scale and np.issubdtype(x.dtype, np.floating) and np.issubdtype(dt, np.integer):
-                info = np.iinfo(dt)
-                x = np.clip(np.round(x / np.float32(scale)) + zero, info.min, info.max).astype(dt)
-            out.append(x)
-        return tuple(out)
+
+def _quantize(x: np.ndarray, quantization: tuple[float, int], dtype: str) -> np.ndarray:
+    """A float input for a quantized (full-integer) input tensor: ``round(x / scale) + zero_point``, clipped.
+
+    A plain dtype cast would turn pixels in [0, 1) into 0s (the input of a full-integer MNIST CNN is int8
+    with scale 1/256 and zero point -128), and every sample would give the same logits.
+    """
+    scale, zero = quantization
+    if not scale or not np.issubdtype(x.dtype, np.floating) or not np.issubdtype(np.dtype(dtype), np.integer):
+        return x
+    info = np.iinfo(np.dtype(dtype))
+    q = np.round(x.astype(np.float32) / np.float32(scale)) + zero
+    return np.clip(q, info.min, info.max).astype(dtype)
 
 
 def _kwargs(spec: ModelSpec, example: tuple[Any, ...]) -> dict[str, Any]:
