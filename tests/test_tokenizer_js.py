@@ -102,8 +102,8 @@ def _heldout_texts() -> dict[str, str]:
     out = {}
     for path in sorted((REPO / "kdmobile" / "tasks" / "email" / "data").glob(HELDOUT_GLOB)):
         for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
+            row = json.loads(line) if line.strip() else {}
+            if "text" in row:  # heldout_ab_acts.jsonl holds labels only
                 out[f"{path.stem}/{row.get('id', len(out))}"] = row["text"]
     return out
 

@@ -3,8 +3,10 @@
     python -m kdmobile.tasks.email.data   # prints the sizes of every set the pipeline builds
 
 - ``replies.json``: the reply intents (ids are stable; their order is the student's logit order).
-- ``data/heldout_*.jsonl``: hand-written emails, one JSON object a line
+- ``data/heldout_a.jsonl``, ``data/heldout_b.jsonl``: hand-written emails, one JSON object a line
   ``{"id", "text", "intents": [acceptable intent ids], "style"}``; never used for training.
+- The reply-act data (``data/reply_acts.json``, ``data/heldout_c.jsonl``, ``data/heldout_ab_acts.jsonl``) is
+  loaded by ``acts.py``.
 - The labelled training corpus and the unlabelled transfer set are generated here (no downloads): the
   transfer set mixes fresh generated emails, cheap augmentations of them (sentence drops and shuffles,
   mixed contexts, case changes, typos) and the English messages of the PyPI package ``chatterbot-corpus``.
@@ -18,6 +20,7 @@ import json
 import random
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +66,32 @@ def normalise(text: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- held-out
+# The held-out sets labelled with replies.json intents. The reply-act sets (heldout_c.jsonl and
+# heldout_ab_acts.jsonl, see acts.py) share the prefix but not the schema, so these are named, not globbed.
+INTENT_HELDOUT = ("heldout_a.jsonl", "heldout_b.jsonl")
+
+
 def heldout_paths(data_dir: str | Path = DATA_DIR) -> list[Path]:
-    return sorted(Path(data_dir).glob("heldout_*.jsonl"))
+    return [p for p in (Path(data_dir) / name for name in INTENT_HELDOUT) if p.is_file()]
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, row)`` for every non-blank line of a JSONL file, ``where`` being ``name:line``.
+
+    Raises:
+        UsageError: a line that is not a JSON object (the message names the file and line).
+    """
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{where}: not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{where}: not a JSON object")
+        yield where, row
 
 
 def load_heldout(paths: list[str | Path] | None = None) -> list[dict[str, Any]]:
@@ -76,19 +103,12 @@ def load_heldout(paths: list[str | Path] | None = None) -> list[dict[str, Any]]:
     """
     files = [Path(p) for p in paths] if paths is not None else heldout_paths()
     if not files:
-        raise UsageError(f"no held-out files (heldout_*.jsonl) in {DATA_DIR}")
+        raise UsageError(f"no held-out files ({', '.join(INTENT_HELDOUT)}) in {DATA_DIR}")
     valid = set(intent_ids())
     rows: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for f in files:
-        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{f.name}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UsageError(f"{where}: not valid JSON ({e})") from None
+        for where, row in read_jsonl(f):
             for key, typ in (("id", str), ("text", str), ("intents", list)):
                 if not isinstance(row.get(key), typ):
                     raise UsageError(f"{where}: needs {key!r} as {typ.__name__}")
