@@ -59,7 +59,7 @@ def test_evaluate_top1_recall_and_abstain_curve_on_a_hand_computed_case():
     assert by[0.6]["precision"] == pytest.approx(1 / 2)
 
 
-def test_auc_counts_ties_half_and_is_nan_without_negatives():
+def test_auc_used_counts_ties_half_and_is_nan_without_negatives():
     assert T.auc(np.array([1.0, 0.5]), np.array([0.5])) == pytest.approx(0.75)
     assert math.isnan(T.auc(np.array([1.0]), np.array([])))
 
