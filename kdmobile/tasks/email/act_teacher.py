@@ -43,8 +43,8 @@ once for the chosen run):
 | gen-only-dual-f4 (no acts, no none) | 1500 | 47 | 5.8 | 38.5% | 67.6% | - | - | - | - |
 | dual-f4-acts16 (acts x16) | 3180 | 100 | 5.7 | 41.0% | 67.0% | 0.61 | - | - | - |
 | dual-f4-chat (+26 chatterbot pairs) | 2454 | 77 | 5.7 | 42.0% | 66.0% | 0.60 | - | - | - |
-| dual-1ep-lr1e-4 (1500 gen, 1 epoch, lr 1e-4) | 2428 | 76 | ~8 | 48.4% | 71.8% | 0.67 | - | - | - |
-| dual-1ep-lr1e-4-frozen-acts (act vectors frozen) | 2428 | 76 | ~8 | 45.2% | 69.6% | 0.67 | - | - | - |
+| dual-1ep-lr1e-4 (1500 gen, 1 epoch, lr 1e-4) | 2428 | 76 | 6.2 | 48.4% | 71.8% | 0.67 | - | - | - |
+| dual-1ep-lr1e-4-frozen-acts (act vectors frozen) | 2428 | 76 | 6.2 | 45.2% | 69.6% | 0.67 | - | - | - |
 
 What the runs say: training on acts at all is the big step (zero-shot 34.6% -> 54.5% dev top-1); the act-text
 head beats a fresh linear head on top-1 (54.5% vs 50.6%, equal recall@3) and learning the act vectors beats
