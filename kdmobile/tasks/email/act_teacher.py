@@ -31,7 +31,7 @@ cross-entropy over every acceptable act. The no-reply score is ``p(none)`` (Kann
 Measured on 2026-12-01 (1 thread per run, two runs at a time on the shared 2-core machine under a load of
 10-14, so seconds per step are ~5x what a quiet machine gives; dev = heldout_ab_acts, 312 emails with
 acts and only 8 without, so its abstain AUC is noise; c = heldout_c, 204 with acts, 39 without, scored
-once for the chosen run):
+once for each of the two runs with the best dev top-1):
 
 | run | train rows | steps | s/step | dev top-1 | dev R@3 | dev AUC p(none) | c top-1 | c R@3 | c AUC p(none) / max-prob |
 |---|---|---|---|---|---|---|---|---|---|
