@@ -31,16 +31,23 @@ def test_measure_latency_keeps_min_runs_and_window():
 def test_interleaved_ratio_cancels_a_machine_slowdown():
     # Part-way through, the "machine" gets 3x slower for both calls; the artifact does twice the
     # reference's work throughout. Absolute times move 3x; the same-run ratio stays near 2.
-    # Wide margins: under load the warm-up can take a while; the first fifth of the samples must still
-    # come before the switch and the last fifth after it.
-    state = {"factor": 1, "switch_at": time.perf_counter() + 1.0}
+    # The switch is armed when measuring starts (the first artifact call after the reference's warm-up),
+    # not at a fixed time from the test's start: under load the warm-ups alone can outlast any fixed delay.
+    state = {"factor": 1, "ref_seen": False, "switch_at": None}
 
     def ref():
-        if state["factor"] == 1 and time.perf_counter() > state["switch_at"]:
+        state["ref_seen"] = True
+        if (
+            state["switch_at"] is not None
+            and state["factor"] == 1
+            and time.perf_counter() > state["switch_at"]
+        ):
             state["factor"] = 3
         _work(state["factor"])
 
     def art():
+        if state["ref_seen"] and state["switch_at"] is None:
+            state["switch_at"] = time.perf_counter() + 1.5  # half of min_seconds
         _work(2 * state["factor"])
 
     lat = measure_latency(art, reference=ref, min_runs=400, min_seconds=3.0, block_seconds=0.01)
