@@ -250,19 +250,18 @@ class _Bench:
 
 
 def outcomes(
-    logits: np.ndarray, acceptable: list[list[int]], teacher_logits: np.ndarray | None
+    logits: np.ndarray, acceptable: list[list[int]] | None, teacher_logits: np.ndarray | None
 ) -> dict[str, np.ndarray]:
     """Per-example outcomes behind the accuracy figures: ``top1`` (the top class is acceptable),
     ``recall_at_3`` (an acceptable class is among the 3 best), ``teacher_agreement`` (same top class as the
     teacher) and ``top1_class``. Ties go to the lower class index, as ``np.argmax`` and a stable sort do."""
     logits = np.asarray(logits)
     top = np.argsort(-logits, axis=1, kind="stable")[:, :3]
-    ok = [set(a) for a in acceptable]
-    out = {
-        "top1_class": top[:, 0],
-        "top1": np.array([t[0] in a for t, a in zip(top, ok, strict=True)]),
-        "recall_at_3": np.array([any(int(c) in a for c in t) for t, a in zip(top, ok, strict=True)]),
-    }
+    out = {"top1_class": top[:, 0]}
+    if acceptable is not None:  # an unlabelled evaluation set (a user's .npz without labels) has none
+        ok = [set(a) for a in acceptable]
+        out["top1"] = np.array([t[0] in a for t, a in zip(top, ok, strict=True)])
+        out["recall_at_3"] = np.array([any(int(c) in a for c in t) for t, a in zip(top, ok, strict=True)])
     if teacher_logits is not None:
         out["teacher_agreement"] = np.asarray(teacher_logits).argmax(1) == top[:, 0]
     return out
