@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # Shared 2-core machines: spinning OpenMP workers stall each other under load (measured 10x slower training).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup demo test test-fast bench-mnist bench-check bench coverage serve lint format clean
+.PHONY: setup demo test test-all test-fast bench-mnist bench-check bench coverage serve lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "make: Python 3.11 is needed ($(PY) not found)"; exit 2; }
@@ -49,7 +49,11 @@ demo: setup
 	$(BIN)/kdmobile bench build/export --task email --data heldout -o build/report || exit $$?; \
 	echo "make demo: report in build/report/report.md; \`make serve\` shows the browser demo"; exit $$rc
 
+# `heavy` tests (minutes each on 2 cores) run in `make test-all`; `make test` is the CI suite.
 test: setup
+	$(BIN)/python -m pytest -q -m "not heavy"
+
+test-all: setup
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

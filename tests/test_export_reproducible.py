@@ -19,7 +19,13 @@ import pytest
 
 from kdmobile.tasks.selftest import fixture as selftest
 
-pytestmark = [pytest.mark.slow, pytest.mark.target("executorch"), pytest.mark.target("tflite")]
+# Two full exports of every target (16 min on the loaded 2 cores): `make test-all`, not `make test`.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.heavy,
+    pytest.mark.target("executorch"),
+    pytest.mark.target("tflite"),
+]
 TARGETS = ("executorch", "tflite", "onnx-web", "coreml")
 
 
@@ -45,7 +51,7 @@ def _model_files(root: Path) -> dict[str, bytes]:
 def test_two_exports_of_one_checkpoint_are_identical(tmp_path):
     from kdmobile.checkpoint import read_metadata
     from kdmobile.export import RuntimeUnavailable, discover, get_target
-    from kdmobile.export.specs import random_ids
+    from kdmobile.tasks.email.export_spec import random_ids
     from kdmobile.harness.tasks import email_eval_set
 
     ckpt = selftest.train(tmp_path / "st", with_teacher=False)["student"]

@@ -100,6 +100,9 @@ def _cases() -> list[object]:
                 # ExecuTorch int8 may try static, then dynamic: tens of seconds even on a small model
                 if slow or (target == "executorch" and precision == "int8"):
                     marks.append(pytest.mark.slow)
+                if slow and precision == "int8":
+                    # minutes per cell on the 2 shared cores: `make test-all`, not `make test`
+                    marks.append(pytest.mark.heavy)
                 out.append(
                     pytest.param(target, name, precision, marks=marks, id=f"{target}-{name}-{precision}")
                 )
