@@ -203,7 +203,22 @@ def test_sigterm_midway_leaves_no_staging_folder(tmp_path: Path) -> None:
 
     path, _ = _program(tmp_path)
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "kdmobile.cli", "export", str(path), "-t", "onnx-web", "-p", "fp32"]
+    # Two targets: the staging folder exists from the start, and the TFLite conversion after the ONNX one
+    # keeps the export running for seconds, so a loaded machine cannot finish it between seeing the
+    # folder and sending the signal.
+    argv = [
+        sys.executable,
+        "-m",
+        "kdmobile.cli",
+        "export",
+        str(path),
+        "-t",
+        "onnx-web",
+        "-t",
+        "tflite",
+        "-p",
+        "fp32",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out.mkdir()
     (out / "summary.json").write_text('{"schema_version": 1, "results": []}\n')  # a previous export
