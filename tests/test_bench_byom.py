@@ -216,6 +216,9 @@ def test_a_killed_bench_leaves_no_temp_folder_or_worker(cnn, tmp_path, sig):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background (`make test &`) ignores SIGINT, and the
+        # bench would inherit that and never see the Ctrl-C this test sends.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     workers: list[psutil.Process] = []
     deadline = time.monotonic() + 120
