@@ -51,8 +51,8 @@ def _model_files(root: Path) -> dict[str, bytes]:
 def test_two_exports_of_one_checkpoint_are_identical(tmp_path):
     from kdmobile.checkpoint import read_metadata
     from kdmobile.export import RuntimeUnavailable, discover, get_target
+    from kdmobile.tasks.email.bench import email_eval_set
     from kdmobile.tasks.email.export_spec import random_ids
-    from kdmobile.harness.tasks import email_eval_set
 
     ckpt = selftest.train(tmp_path / "st", with_teacher=False)["student"]
     discover()
