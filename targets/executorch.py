@@ -27,7 +27,7 @@
 The details record delegated vs non-delegated operators; every op left on the portable path is listed
 under ``portable_ops`` and flagged in the summary (the int8 gather shows up as
 ``quantized_decomposed_embedding_byte_default``). Threads are set before loading (changing them after a
-program is loaded crashed the process, RUNTIMES.md).
+program is loaded crashed the process, measured on this project's machines).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ class ExecuTorchRuntime(ArtifactRuntime):
         from executorch.runtime import Runtime
 
         _register_quantized_kernels()
-        # Must happen before load_program: changing the pool after loading crashed (RUNTIMES.md).
+        # Must happen before load_program: changing the pool after loading crashed (measured on this project's machines).
         if portable_lib._threadpool_get_thread_count() != threads:
             portable_lib._unsafe_reset_threadpool(int(threads))
         program = Runtime.get().load_program(path)

@@ -6,7 +6,7 @@
 - int8: ``onnxruntime.quantization.quantize_dynamic`` with per-channel int8 weights (embedding table
   included) and dynamic int8 activations for MatMul (``MatMulInteger``/``DynamicQuantizeLinear``, which
   the wasm build runs), without the pre-processing step (it failed on Transformers with the legacy
-  exporter, RUNTIMES.md). Per-channel kept 99.1% top-1 on a trained email student's held-out emails
+  exporter, measured on this project's machines). Per-channel kept 99.1% top-1 on a trained email student's held-out emails
   against 98.1% per-tensor, at the same size. If that artifact misses the tolerance, the fallback variant
   quantizes only the MatMuls and keeps the embedding table in float32 (larger file, fewer flips).
 - Checks against the web runtime: the model must load and run in onnxruntime (the wasm build compiles

@@ -7,7 +7,7 @@
   (int8 weights, including the embedding table; float activations). If that misses the tolerance, the
   fallback quantizes the fully connected layers only and keeps the embedding table float32. litert-torch's own PT2E dynamic
   quantizer converts too, but the interpreter refuses its embedding (``EMBEDDING_LOOKUP failed to
-  prepare``, RUNTIMES.md), so it is not used.
+  prepare``, measured on this project's machines), so it is not used.
 - int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
   and activations, calibrated on real samples). Its float inputs and outputs become int8 tensors; the
   runtime quantizes float inputs and dequantizes outputs with each tensor's own scale and zero point.

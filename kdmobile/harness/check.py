@@ -21,8 +21,8 @@ What counts as a regression, per entry (matched on ``id``, e.g. ``executorch/int
 
 The false-alarm rate: each test is one-sided at ``alpha`` (default 0.01) when the true change sits exactly
 at its threshold, and far lower for an unchanged artifact (a reproducible export has no flipped example,
-so p = 1; a latency ratio must also move past its margin). Measured rates: ``python -m
-kdmobile.tasks.selftest.power`` (docs/ci.md).
+so p = 1; a latency ratio must also move past its margin). Measured rates: ``make bench-check``
+(docs/ci.md).
 
 Thresholds: ``DEFAULT_CHECK_THRESHOLDS`` < the target's ``check_thresholds`` (``targets/<name>.py``) <
 ``--latency-pct/--accuracy-pt/--size-pct`` < ``--threshold TARGET.KEY=VALUE``.
@@ -221,8 +221,8 @@ def _require_outcomes(report: dict[str, Any], baseline: dict[str, Any], only: Se
             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): it was written by an older kdmobile, "
             "and accuracy is now judged by a paired test on the same examples. Re-take it: "
             f"`kdmobile bench ARTIFACTS_DIR --task {task} -o build/report && kdmobile baseline update "
-            "build/report -o BASELINE.json` (the selftest one: "
-            "`python -m kdmobile.tasks.selftest build/selftest --update-baseline`)"
+            "build/report -o BASELINE.json` (the selftest baseline: docs/ci.md, 'Re-taking the selftest "
+            "baseline')"
         )
     if bad := missing(report):
         raise UsageError(
