@@ -158,9 +158,7 @@ def test_tolerances_relaxed_in_one_place() -> None:
     worse = ErrorStats(max_abs=1.0, mean_abs=0.1, sqnr_db=25.0, top1_agreement=0.97, n=10)
     problems = TOLERANCES["int8"].violations(worse, ref_max_abs=2.0)
     assert len(problems) == 2 and "top-1" in problems[1]
-    assert get_target("executorch").thresholds() == {
-        "latency_pct": 15.0,
-        "accuracy_pt": 0.5,
-        "size_pct": 5.0,
-        "browser_latency_pct": 30.0,
-    }
+    defaults = {"latency_pct": 15.0, "accuracy_pt": 0.5, "size_pct": 5.0, "browser_latency_pct": 30.0}
+    assert get_target("onnx-web").thresholds() == defaults
+    # ExecuTorch overrides one key (its latency reference is another runtime, see targets/executorch.py)
+    assert get_target("executorch").thresholds() == {**defaults, "latency_pct": 30.0}
