@@ -53,6 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--epochs", type=int, default=4)
     r.add_argument("--transfer", type=int, default=4000, help="generated transfer emails (default 4000)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--distill",
+        metavar="CONFIG",
+        help="then distil the pruned student again with this `kdmobile distill` config (its task's teacher, "
+        "data and losses; e.g. configs/email.toml): writes DIR/distilled/student.safetensors",
+    )
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--distill overrides",
+    )
     r.add_argument("--export", action="store_true", help="then export the pruned student to every target")
     r.add_argument("-o", "--out", required=True)
     r.set_defaults(func=run_prune)
@@ -171,9 +185,17 @@ def run_prune(args: argparse.Namespace) -> int:
         f"({rec['teacher_fraction']:.4f} of the teacher); held-out agreement with the unpruned student: "
         f"{rec['heldout_agreement_pruned']:.3f} pruned, {rec['heldout_agreement_recovered']:.3f} after KD; {path}"
     )
+    from pathlib import Path
+
+    if args.distill:
+        from kdmobile.compress.prune import distill_checkpoint
+
+        path, history = distill_checkpoint(
+            path, args.distill, Path(args.out) / "distilled", overrides=args.overrides, log=_log
+        )
+        print(f"distilled after pruning: {path} ({len(history['epochs'])} epochs)")
     if not args.export:
         return 0
-    from pathlib import Path
 
     from kdmobile.export.runner import export_checkpoint, format_table
 
