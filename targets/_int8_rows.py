@@ -31,6 +31,15 @@ from typing import Any
 QMAX = 127  # symmetric int8: [-127, 127], zero point 0
 
 
+def linear_share(model: Any) -> float:
+    """The share of ``model``'s parameters in ``nn.Linear`` weights (0 for a model without parameters)."""
+    from torch import nn
+
+    total = sum(int(p.numel()) for p in model.parameters())
+    lin = sum(int(m.weight.numel()) for m in model.modules() if isinstance(m, nn.Linear))
+    return lin / total if total else 0.0
+
+
 def has_tables(model: Any) -> bool:
     """Whether ``model`` has a table the int8-rows variants would quantize (else they do not apply)."""
     from torch import nn

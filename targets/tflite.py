@@ -6,9 +6,9 @@
 - int8, for models with embedding tables, first the int8-rows variants (``targets/_int8_rows.py``): each
   table of 2+ columns stored as int8 with one scale per table (``rows-per-tensor``) or, if that misses the
   tolerance, per row (``rows-per-row``), looked up with ``GATHER`` on the int8 table, ``CAST`` and
-  ``MUL``; the fully connected layers dynamic-range int8 (ai-edge-quantizer). Flavour ``...+embedding-int8-
-  rows-per-tensor``. On a model without tables these variants are ai-edge-quantizer's fully-connected
-  recipe with nothing else changed.
+  ``MUL``; the fully connected layers dynamic-range int8 (ai-edge-quantizer) when they hold at least
+  ``FC_MIN_SHARE`` of the weights, else fp32 (hybrid kernels at batch 1 cost more than they save on
+  small layers). Flavour ``...+embedding-int8-rows-per-tensor``. Models without tables skip them.
 - int8 (dynamic-range): the fp32 model quantized by ai-edge-quantizer's ``dynamic_wi8_afp32`` recipe
   (int8 weights, including the embedding table; float activations). If that misses the tolerance, the
   fallback (``fc``) quantizes the fully connected layers only and keeps the embedding table float32. litert-torch's own PT2E dynamic
@@ -47,11 +47,16 @@ from kdmobile.export.base import (
     TensorSpec,
     register_target,
 )
-from targets._int8_rows import has_tables, int8_row_embeddings
+from targets._int8_rows import has_tables, int8_row_embeddings, linear_share
 from targets._rnn import has_gru, unroll_grus
 
 # int8 variants whose embedding tables are gathered as int8 rows (targets/_int8_rows.py), tried first.
 ROWS_VARIANTS = ("rows-per-tensor", "rows-per-row")
+# With int8 rows, fully connected layers holding less than this share of the weights stay fp32: at batch 1
+# a small hybrid (dynamic-range) FC costs more than it saves (the email student, FCs 1.3% of the weights:
+# 1.00x and 1.06x fp32 with hybrid FCs in two runs, 0.98x without) and its bytes hardly matter. Above it
+# (a transformer's matmuls) they are int8.
+FC_MIN_SHARE = 0.10
 
 
 @register_target
@@ -97,15 +102,21 @@ class TFLiteTarget(Target):
         rows: dict[str, Any] | None = None
         if precision == "int8" and variant in ROWS_VARIANTS:
             with self.stage(Stage.EXPORT):
+                share = linear_share(model)
                 model, rows = int8_row_embeddings(model, per_row=variant == "rows-per-row", how="cast")
+                rows["linear_share"] = share
         with self.stage(Stage.EXPORT), _quiet():
             import litert_torch
 
             edge = litert_torch.convert(model, sample_kwargs=_kwargs(spec, example))
-        if precision == "fp32":
+        if precision == "fp32" or (rows is not None and rows["linear_share"] < FC_MIN_SHARE):
             with self.stage(Stage.SERIALIZE), _quiet():
                 edge.export(str(out))
-            return {"flavour": "fp32"}
+            if rows is None:
+                return {"flavour": "fp32"}
+            share = rows["linear_share"]
+            flavour = f"fp32 fully-connected ({100 * share:.1f}% of the weights)" + rows.pop("flavour")
+            return {"flavour": flavour, "embedding_quantization": rows}
         fc_only = variant == "fc" or rows is not None
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.tflite"
