@@ -412,13 +412,16 @@ def render_svg(data: dict[str, Any], width: int = 760, height: int = 380) -> str
             f'<line x1="{left}" x2="{left + w}" y1="{py(1.0):.1f}" y2="{py(1.0):.1f}" stroke="#999" stroke-dasharray="4 3"/>'
         )
     seen: set[str] = set()
+    labelled: set[str] = set()
     for r, x, y in zip(pts, xs, ys, strict=True):
         c = colour_of(r["target"])
         parts.append(
             f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="4.5" fill="{c}"><title>{esc(r["setting"])} '
             f"{esc(r['target'])}: {r['size_bytes']:,} B, retention {y:.3f}</title></circle>"
         )
-        parts.append(f'<text x="{px(x) + 6:.1f}" y="{py(y) - 5:.1f}" fill="{c}">{esc(r["setting"])}</text>')
+        if r["setting"] not in labelled:  # one label per setting: its targets' points sit side by side
+            labelled.add(r["setting"])
+            parts.append(f'<text x="{px(x) + 6:.1f}" y="{py(y) - 6:.1f}">{esc(r["setting"])}</text>')
         seen.add(r["target"])
     for i, t in enumerate(sorted(seen)):
         parts.append(f'<circle cx="{left + w + 20}" cy="{top + 10 + 18 * i}" r="5" fill="{colour_of(t)}"/>')
@@ -445,7 +448,7 @@ def render_html_section(data: dict[str, Any]) -> str:
     return (
         "<h2>Compression: size vs accuracy</h2>\n"
         f'<p class="small">Task {esc(data["task"])}, {data["n_examples"]} examples; teacher '
-        f"{esc(str(t.get('params') or '?'))} parameters, {t['bytes'] / 1e6:.1f} MB, top-1 "
+        f"{'?' if not t.get('params') else format(t['params'], ',')} parameters, {t['bytes'] / 1e6:.1f} MB, top-1 "
         f"{100 * (t['top1'] or 0):.1f}%. Measured {esc(data['created'])}"
         f"{' with <code>' + esc(data['command']) + '</code>' if data.get('command') else ''}.</p>\n"
         f"{render_svg(data)}\n<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>\n"
