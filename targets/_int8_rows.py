@@ -56,6 +56,31 @@ def _quantizable(module: Any) -> str | None:
     return None
 
 
+def swap_tables(model: Any, build: Any) -> tuple[Any, dict[str, list[int]], dict[str, str]]:
+    """A deep copy of ``model`` whose quantizable ``nn.Embedding`` tables are replaced by ``build(weight)``.
+
+    Returns (copy in eval mode, ``{name: [rows, dim]}`` of the replaced tables, ``{name: why}`` of the kept).
+    """
+    import copy
+
+    from torch import nn
+
+    model = copy.deepcopy(model)
+    quantized: dict[str, list[int]] = {}
+    kept: dict[str, str] = {}
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Embedding):
+            continue
+        why = _quantizable(module)
+        if why is not None:
+            kept[name] = why
+            continue
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, build(module.weight.detach()))
+        quantized[name] = [int(n) for n in module.weight.shape]
+    return model.eval(), quantized, kept
+
+
 def quantize_table(weight: Any, per_row: bool) -> tuple[Any, Any]:
     """(int8 ``[rows, dim]``, fp32 scales ``[rows, 1]`` or ``[]``) of an fp32 table, symmetric, round-to-nearest.
 
@@ -78,25 +103,7 @@ def int8_row_embeddings(model: Any, *, per_row: bool, how: str) -> tuple[Any, di
         per_row: one scale per row (True) or per table (False).
         how: ``"xnnpack"`` (dequantize op) or ``"cast"`` (cast and multiply); see the module docstring.
     """
-    import copy
-
-    from torch import nn
-
-    model = copy.deepcopy(model)
-    quantized: dict[str, list[int]] = {}
-    kept: dict[str, str] = {}
-    for name, module in list(model.named_modules()):
-        if not isinstance(module, nn.Embedding):
-            continue
-        rows, dim = module.weight.shape
-        why = _quantizable(module)
-        if why is not None:
-            kept[name] = why
-        else:
-            parent, _, attr = name.rpartition(".")
-            owner = model.get_submodule(parent) if parent else model
-            setattr(owner, attr, _rows_class()(module.weight, per_row, how))
-            quantized[name] = [int(rows), int(dim)]
+    model, quantized, kept = swap_tables(model, lambda weight: _rows_class()(weight, per_row, how))
     granularity = "per-row" if per_row else "per-tensor"
     record = {
         "scheme": f"int8 symmetric, zero point 0, one fp32 scale {'per row' if per_row else 'per table'}",

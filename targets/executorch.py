@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from kdmobile.export.base import ArtifactRuntime, ModelSpec, Stage, Target, TensorSpec, register_target
-from targets._int8_rows import has_tables, int8_row_embeddings
+from targets._int8_rows import has_tables, int8_row_embeddings, swap_tables
 
 # int8 variants that gather int8 rows and dequantize them in XNNPACK (targets/_int8_rows.py), tried first.
 ROWS_VARIANTS = ("rows-per-tensor", "rows-per-row")
@@ -269,25 +269,7 @@ def _byte_embeddings(model: Any) -> tuple[Any, dict[str, Any]]:
 
     Returns the copy and a record of what was quantized and what was kept in fp32 (and why).
     """
-    import copy
-
-    from torch import nn
-
-    model = copy.deepcopy(model)
-    quantized: dict[str, list[int]] = {}
-    kept: dict[str, str] = {}
-    for name, module in list(model.named_modules()):
-        if not isinstance(module, nn.Embedding):
-            continue
-        rows, dim = module.weight.shape
-        if module.max_norm is not None:
-            kept[name] = "max_norm renormalises rows at lookup"
-        elif dim < 2:
-            kept[name] = f"{dim} column: a per-row fp32 scale is as large as the fp32 row"
-        else:
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent), attr, _byte_embedding_class()(module.weight.detach()))
-            quantized[name] = [int(rows), int(dim)]
+    model, quantized, kept = swap_tables(model, _byte_embedding_class())
     record = {
         "scheme": "int8 weight-only, symmetric, one scale per row (torchao IntxWeightOnlyConfig PerAxis(0))",
         "op": "quantized_decomposed::embedding_byte (portable quantized kernels)",
