@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # Shared 2-core machines: spinning OpenMP workers stall each other under load (measured 10x slower training).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup demo test test-all test-fast bench-mnist bench-check bench coverage serve lint format clean
+.PHONY: setup demo test test-all test-fast bench-mnist bench-check bench coverage pareto serve lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "make: Python 3.11 is needed ($(PY) not found)"; exit 2; }
@@ -69,6 +69,17 @@ bench-check: setup
 
 # Every zoo model x every target and precision, exported, validated and timed (a benchmark, not a test:
 # long on 2 cores). Subsets: python -m kdmobile.zoo.coverage --models ... --targets ... --precisions ...
+# The compression Pareto table of the `make demo` student (run `make demo` first): prune it to 1/55 of the
+# teacher's parameters and distil it again, then fp32 / PTQ int8 / QAT+KD int8 of both students on
+# ExecuTorch and TFLite, validated, evaluated and timed in one run (build/pareto/pareto.md; the plot and
+# table are added to build/report/report.html). Long: ~15 min quiet, much more on a loaded machine.
+pareto: setup
+	$(BIN)/kdmobile compress prune build/email/student.safetensors --dim 24 --hidden 64 --epochs 8 \
+		--transfer 8000 --distill configs/email.toml --set cache.dir=build/email/teacher_cache -o build/pruned
+	$(BIN)/kdmobile compress pareto --student base=build/email/student.safetensors \
+		--student pruned=build/pruned/distilled/student.safetensors --qat base --qat-epochs 2 \
+		--qat-transfer 4000 -o build/pareto --report build/report
+
 coverage: setup
 	$(BIN)/python -m kdmobile.zoo.coverage -o docs/coverage.md
 

@@ -3,7 +3,16 @@
     kdmobile export build/email/student.safetensors --target executorch --precision fp32 int8 -o build/export
 
 - fp32: the eager graph lowered to XNNPACK; ops XNNPACK does not take stay on the portable CPU kernels.
-- int8: two parts, because XNNPACK's PT2E quantizer only covers the matmuls.
+- int8 of a model with embedding tables, first: the int8-rows variants (``targets/_int8_rows.py``). Each
+  table of 2+ columns is stored as int8 with one scale per table (``rows-per-tensor``) or, if that misses
+  the tolerance, one per row (``rows-per-row``); the lookup is ``aten::embedding`` on the int8 table (a byte
+  copy per id) followed by ``dequantize_per_tensor``, which XNNPACK delegates as an int8 -> fp32 convert
+  (per-row scales: gathered and multiplied in). Linears: the quantizer's dynamic mode (below). Flavour
+  ``xnnpack-pt2e-dynamic-int8+embedding-int8-rows-per-tensor``. On the email student it runs at 0.95x the
+  fp32 program's time (``+embedding-byte``: 2.3x) at 0.26x its size (docs/compress.md). Models without
+  such a table skip these variants.
+- int8, otherwise (or when the int8-rows variants miss the tolerance): two parts, because XNNPACK's PT2E
+  quantizer only covers the matmuls.
   * Embedding tables (96% of the email student's weights, which ``XNNPACKQuantizer`` leaves in fp32) are
     quantized before export to int8 weight-only, one symmetric scale per row (torchao
     ``IntxWeightOnlyConfig``, ``PerAxis(0)``), and gathered with ``quantized_decomposed::embedding_byte``
@@ -40,6 +49,10 @@ from typing import Any
 import numpy as np
 
 from kdmobile.export.base import ArtifactRuntime, ModelSpec, Stage, Target, TensorSpec, register_target
+from targets._int8_rows import has_tables, int8_row_embeddings, swap_tables
+
+# int8 variants that gather int8 rows and dequantize them in XNNPACK (targets/_int8_rows.py), tried first.
+ROWS_VARIANTS = ("rows-per-tensor", "rows-per-row")
 
 # c10::ScalarType codes (executorch/runtime/core/portable_type/scalar_type.h) and their repr names.
 _DTYPES = {
@@ -80,9 +93,15 @@ class ExecuTorchTarget(Target):
     )
 
     def variants(self, precision: str) -> tuple[str | None, ...]:
-        # Tried in order until one passes validation; the last keeps the embedding table in fp32 (a
-        # bigger file, but the matmuls alone rarely flip a decision).
-        return ("static", "dynamic", "dynamic-fp32-embedding") if precision == "int8" else (None,)
+        # Tried in order until one passes validation. The int8-rows variants come first: they are as
+        # fast as fp32 where ``embedding_byte`` is 2-3x slower (module docstring). The last keeps the
+        # embedding table in fp32 (a bigger file, but the matmuls alone rarely flip a decision).
+        if precision != "int8":
+            return (None,)
+        return (*ROWS_VARIANTS, "static", "dynamic", "dynamic-fp32-embedding")
+
+    def variant_applies(self, variant: str | None, model: Any) -> bool:
+        return variant not in ROWS_VARIANTS or has_tables(model)
 
     def export(
         self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
@@ -92,10 +111,14 @@ class ExecuTorchTarget(Target):
         if precision == "int8-qat":
             return self._export_qat(model, spec, out)
         example = spec.torch_example_inputs()
-        dynamic = variant in ("dynamic", "dynamic-fp32-embedding")
+        dynamic = variant in ("dynamic", "dynamic-fp32-embedding", *ROWS_VARIANTS)
         embeddings: dict[str, Any] = {"quantized": {}}
         with self.stage(Stage.EXPORT):
-            if precision == "int8" and variant != "dynamic-fp32-embedding":
+            if variant in ROWS_VARIANTS:
+                model, embeddings = int8_row_embeddings(
+                    model, per_row=variant == "rows-per-row", how="xnnpack"
+                )
+            elif precision == "int8" and variant != "dynamic-fp32-embedding":
                 model, embeddings = _byte_embeddings(model)
             ep = torch.export.export(model, example, strict=False)
             if precision == "int8":
@@ -116,7 +139,7 @@ class ExecuTorchTarget(Target):
             flavour = "xnnpack-pt2e-dynamic-int8" if dynamic else "xnnpack-pt2e-static-int8"
             details["embedding_quantization"] = embeddings
             if embeddings["quantized"]:
-                flavour += "+embedding-byte"
+                flavour += embeddings.pop("flavour") if variant in ROWS_VARIANTS else "+embedding-byte"
         return {"flavour": flavour, **details}
 
     def _export_qat(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
@@ -246,25 +269,7 @@ def _byte_embeddings(model: Any) -> tuple[Any, dict[str, Any]]:
 
     Returns the copy and a record of what was quantized and what was kept in fp32 (and why).
     """
-    import copy
-
-    from torch import nn
-
-    model = copy.deepcopy(model)
-    quantized: dict[str, list[int]] = {}
-    kept: dict[str, str] = {}
-    for name, module in list(model.named_modules()):
-        if not isinstance(module, nn.Embedding):
-            continue
-        rows, dim = module.weight.shape
-        if module.max_norm is not None:
-            kept[name] = "max_norm renormalises rows at lookup"
-        elif dim < 2:
-            kept[name] = f"{dim} column: a per-row fp32 scale is as large as the fp32 row"
-        else:
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent), attr, _byte_embedding_class()(module.weight.detach()))
-            quantized[name] = [int(rows), int(dim)]
+    model, quantized, kept = swap_tables(model, _byte_embedding_class())
     record = {
         "scheme": "int8 weight-only, symmetric, one scale per row (torchao IntxWeightOnlyConfig PerAxis(0))",
         "op": "quantized_decomposed::embedding_byte (portable quantized kernels)",

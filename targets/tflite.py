@@ -3,9 +3,15 @@
     kdmobile export build/email/student.safetensors --target tflite -o build/export
 
 - fp32: ``litert_torch.convert(model, sample).export(path)``. int64 inputs become int32 in the file.
+- int8, for models with embedding tables, first the int8-rows variants (``targets/_int8_rows.py``): each
+  table of 2+ columns stored as int8 with one scale per table (``rows-per-tensor``) or, if that misses the
+  tolerance, per row (``rows-per-row``), looked up with ``GATHER`` on the int8 table, ``CAST`` and
+  ``MUL``; the fully connected layers dynamic-range int8 (ai-edge-quantizer) when they hold at least
+  ``FC_MIN_SHARE`` of the weights, else fp32 (hybrid kernels at batch 1 cost more than they save on
+  small layers). Flavour ``...+embedding-int8-rows-per-tensor``. Models without tables skip them.
 - int8 (dynamic-range): the fp32 model quantized by ai-edge-quantizer's ``dynamic_wi8_afp32`` recipe
   (int8 weights, including the embedding table; float activations). If that misses the tolerance, the
-  fallback quantizes the fully connected layers only and keeps the embedding table float32. litert-torch's own PT2E dynamic
+  fallback (``fc``) quantizes the fully connected layers only and keeps the embedding table float32. litert-torch's own PT2E dynamic
   quantizer converts too, but the interpreter refuses its embedding (``EMBEDDING_LOOKUP failed to
   prepare``, measured on this project's machines), so it is not used.
 - int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
@@ -41,7 +47,16 @@ from kdmobile.export.base import (
     TensorSpec,
     register_target,
 )
+from targets._int8_rows import has_tables, int8_row_embeddings, linear_share
 from targets._rnn import has_gru, unroll_grus
+
+# int8 variants whose embedding tables are gathered as int8 rows (targets/_int8_rows.py), tried first.
+ROWS_VARIANTS = ("rows-per-tensor", "rows-per-row")
+# With int8 rows, fully connected layers holding less than this share of the weights stay fp32: at batch 1
+# a small hybrid (dynamic-range) FC costs more than it saves (the email student, FCs 1.3% of the weights:
+# 1.00x and 1.06x fp32 with hybrid FCs in two runs, 0.98x without) and its bytes hardly matter. Above it
+# (a transformer's matmuls) they are int8.
+FC_MIN_SHARE = 0.10
 
 
 @register_target
@@ -67,6 +82,15 @@ class TFLiteTarget(Target):
         r"\(([A-Z][A-Z0-9_]+)\) failed to (?:prepare|invoke)",  # the LiteRT interpreter
     )
 
+    def variants(self, precision: str) -> tuple[str | None, ...]:
+        # Tried in order until one validates. int8-rows first: int8 tables gathered as int8 rows, then
+        # CAST and MUL, with dynamic-range fully connected layers; as fast as fp32 on the email student
+        # where the all-hybrid default was 3.3x (docs/compress.md). ``fc`` keeps the tables in fp32.
+        return (*ROWS_VARIANTS, None, "fc") if precision == "int8" else (None,)
+
+    def variant_applies(self, variant: str | None, model: Any) -> bool:
+        return variant not in ROWS_VARIANTS or has_tables(model)
+
     def export(
         self, model: Any, spec: ModelSpec, out: Path, precision: str, variant: str | None = None
     ) -> dict[str, Any]:
@@ -75,14 +99,25 @@ class TFLiteTarget(Target):
             return self._export_full_integer(model, spec, out)
         if precision == "int8-qat":
             return self._export_qat(model, spec, out)
+        rows: dict[str, Any] | None = None
+        if precision == "int8" and variant in ROWS_VARIANTS:
+            with self.stage(Stage.EXPORT):
+                share = linear_share(model)
+                model, rows = int8_row_embeddings(model, per_row=variant == "rows-per-row", how="cast")
+                rows["linear_share"] = share
         with self.stage(Stage.EXPORT), _quiet():
             import litert_torch
 
             edge = litert_torch.convert(model, sample_kwargs=_kwargs(spec, example))
-        if precision == "fp32":
+        if precision == "fp32" or (rows is not None and rows["linear_share"] < FC_MIN_SHARE):
             with self.stage(Stage.SERIALIZE), _quiet():
                 edge.export(str(out))
-            return {"flavour": "fp32"}
+            if rows is None:
+                return {"flavour": "fp32"}
+            share = rows["linear_share"]
+            flavour = f"fp32 fully-connected ({100 * share:.1f}% of the weights)" + rows.pop("flavour")
+            return {"flavour": flavour, "embedding_quantization": rows}
+        fc_only = variant == "fc" or rows is not None
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.tflite"
             with self.stage(Stage.SERIALIZE), _quiet():
@@ -91,7 +126,7 @@ class TFLiteTarget(Target):
                 from ai_edge_quantizer import quantizer, recipe
 
                 qt = quantizer.Quantizer(str(fp32))
-                if variant == "fc":
+                if fc_only:
                     from ai_edge_quantizer import recipe_manager
                     from ai_edge_quantizer.qtyping import TFLOperationName
 
@@ -105,6 +140,9 @@ class TFLiteTarget(Target):
                 result = qt.quantize()
             with self.stage(Stage.SERIALIZE):
                 out.write_bytes(bytes(result.quantized_model))
+        if rows is not None:
+            flavour = "dynamic-range-int8 fully-connected (ai-edge-quantizer)" + rows.pop("flavour")
+            return {"flavour": flavour, "embedding_quantization": rows}
         if variant == "fc":
             return {"flavour": "dynamic-range-int8 fully-connected only, fp32 embedding (ai-edge-quantizer)"}
         return {"flavour": "dynamic-range-int8 (ai-edge-quantizer dynamic_wi8_afp32)"}

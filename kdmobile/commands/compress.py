@@ -2,6 +2,8 @@
 
     kdmobile compress qat build/email/student.safetensors --target executorch -o build/qat
     kdmobile compress prune build/email/student.safetensors --dim 24 --hidden 64 -o build/pruned --export
+    kdmobile compress pareto --student base=build/email/student.safetensors \\
+        --student pruned=build/pruned/student.safetensors --qat base -o build/pareto --report build/report
 
 - ``qat``: quantization-aware fine-tuning through the target's own PT2E quantizer with the ``kd`` loss
   against the float checkpoint, then the ``int8-qat`` export (trained ranges, no re-calibration),
@@ -10,6 +12,9 @@
 - ``prune``: structured pruning of an email student (embedding columns, hidden units) with torch-pruning,
   recovered with ``kd`` against the unpruned model. Writes DIR/student.safetensors (+ .json) and
   DIR/prune.json; ``--export`` then exports it to every target (DIR/export/summary.json).
+- ``pareto``: every student x setting (fp32, PTQ int8, QAT+KD int8) x target, exported through the
+  validation gate, evaluated over the task's evaluation set and timed in one run
+  (``kdmobile.compress.pareto``): DIR/pareto.md, .json, .svg.
 
 Exit codes: 0 ok, 1 an artifact failed validation, 2 bad usage.
 """
@@ -17,8 +22,6 @@ Exit codes: 0 ok, 1 an artifact failed validation, 2 bad usage.
 from __future__ import annotations
 
 import argparse
-
-from kdmobile.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,9 +53,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--epochs", type=int, default=4)
     r.add_argument("--transfer", type=int, default=4000, help="generated transfer emails (default 4000)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--distill",
+        metavar="CONFIG",
+        help="then distil the pruned student again with this `kdmobile distill` config (its task's teacher, "
+        "data and losses; e.g. configs/email.toml): writes DIR/distilled/student.safetensors",
+    )
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--distill overrides",
+    )
     r.add_argument("--export", action="store_true", help="then export the pruned student to every target")
     r.add_argument("-o", "--out", required=True)
     r.set_defaults(func=run_prune)
+
+    t = kinds.add_parser(
+        "pareto",
+        help="size / speed / accuracy of every compression setting, measured in one run",
+        description="Export, validate, evaluate and time fp32, PTQ int8 and (with --qat) QAT+KD int8 of each "
+        "student on each target; write pareto.md/.json/.svg (and the section of a bench report).",
+    )
+    t.add_argument(
+        "--student",
+        action="append",
+        required=True,
+        metavar="NAME=CHECKPOINT",
+        help="a student checkpoint to compare (repeat; the first one's fp32 is each target's latency reference)",
+    )
+    t.add_argument("--task", help="the task plug-in (default: the first checkpoint's)")
+    t.add_argument("--targets", nargs="+", default=["executorch", "tflite"])
+    t.add_argument("--qat", nargs="*", default=[], metavar="NAME", help="also QAT+KD int8 of these students")
+    t.add_argument("--qat-epochs", type=int, default=3)
+    t.add_argument("--qat-transfer", type=int, default=8000, help="QAT transfer rows (default 8000)")
+    t.add_argument("--data", default="heldout", help="the task's evaluation split (default heldout)")
+    t.add_argument("--teacher", help="the teacher's weights (default: the task finds them)")
+    t.add_argument("--blocks", type=int, default=60, help="interleaved timing blocks per target")
+    t.add_argument("--calls", type=int, default=20, help="calls per timing block")
+    t.add_argument("--report", help="a bench report folder: add the table and plot to its report.html")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-o", "--out", required=True)
+    t.set_defaults(func=run_pareto)
 
 
 def _quiet() -> None:
@@ -70,75 +114,55 @@ def _log(msg: str) -> None:
 
 
 def run_qat(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    import kdmobile
-    from kdmobile.checkpoint import load_checkpoint
-    from kdmobile.compress.qat import DEFAULT_LOSS, QAT_PRECISION, check_target, qat_distill
-    from kdmobile.distill import CacheConfig, DistillConfig, OptimConfig, TrainConfig
+    from kdmobile.compress.qat import QAT_PRECISION, qat_checkpoint
     from kdmobile.errors import CheckFailed
-    from kdmobile.export.specs import model_spec_for
-    from kdmobile.io import write_json
 
     _quiet()
-    check_target(args.target)
-    out = Path(args.out)
-    model, meta = load_checkpoint(args.checkpoint)
-    model.eval()
-    spec = model_spec_for(model, meta, n_heldout=args.heldout, seed=args.seed)
-    if spec.real_split is None:
-        raise UsageError(f"{args.checkpoint}: its task has no real held-out samples to validate QAT on")
-    heldout = spec.validation[spec.real_split]
-    train_set = _transfer_set(spec.task, meta, args.transfer, args.seed)
-    cfg = DistillConfig(
-        loss={**DEFAULT_LOSS, "kd": {**DEFAULT_LOSS["kd"], "temperature": args.temperature}},
-        train=TrainConfig(epochs=args.epochs, batch_size=64, seed=args.seed, progress=False),
-        optim=OptimConfig(name="adamw", lr=args.lr, weight_decay=0.0, schedule="cosine"),
-        cache=CacheConfig(enabled=True),
-    )
-    torch.manual_seed(args.seed)
-    example = tuple(torch.from_numpy(x[:2].copy()) for x in heldout)
-    qat = qat_distill(
-        model,
-        train_set,
-        example_inputs=example,
-        target=args.target,
-        config=cfg,
-        run_dir=out / "run",
-        log=_log,
-    )
-    result = kdmobile.export(
-        qat.converted,
-        tuple(torch.from_numpy(x[:1].copy()) for x in heldout),
-        targets=args.target,
-        precisions=[QAT_PRECISION],
-        validation=heldout,
-        input_names=spec.input_names,
-        output_names=spec.output_names,
-        reference=model,  # validated against the float checkpoint
-        out_dir=out / "export",
+    result = qat_checkpoint(
+        args.checkpoint,
+        args.target,
+        args.out,
+        epochs=args.epochs,
+        lr=args.lr,
+        temperature=args.temperature,
+        transfer=args.transfer,
+        heldout=args.heldout,
+        seed=args.seed,
         log=_log,
     )
     res = result.result(args.target, QAT_PRECISION)
-    write_json(out / "qat.json", {"checkpoint": str(args.checkpoint), "history": qat.history["epochs"]})
     print(result)
     if not result.ok:
         raise CheckFailed(f"{args.target} {QAT_PRECISION} failed at {res.stage}: {res.reason}")
     return 0
 
 
-def _transfer_set(task: str, meta: dict, n: int, seed: int):
-    if task == "email":
-        from kdmobile.compress.prune import email_transfer_set
+def run_pareto(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
 
-        return email_transfer_set(meta.get("tokenizer"), n, seed)
-    if task == "mnist":
-        from kdmobile.tasks.mnist.data import make_set, split
+    from kdmobile.compress.pareto import parse_students, render_markdown, run
 
-        return make_set(*split("train", subset=n), hide_labels=True)
-    raise UsageError(f"kdmobile compress qat has transfer data for the email and mnist tasks, not {task!r}")
+    _quiet()
+    data = run(
+        parse_students(args.student),
+        args.out,
+        targets=args.targets,
+        task=args.task,
+        qat=args.qat,
+        qat_epochs=args.qat_epochs,
+        qat_transfer=args.qat_transfer,
+        data=args.data,
+        teacher=args.teacher,
+        blocks=args.blocks,
+        calls_per_block=args.calls,
+        seed=args.seed,
+        report_dir=args.report,
+        command="kdmobile " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        log=_log,
+    )
+    print(render_markdown(data))
+    return 0
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -161,9 +185,17 @@ def run_prune(args: argparse.Namespace) -> int:
         f"({rec['teacher_fraction']:.4f} of the teacher); held-out agreement with the unpruned student: "
         f"{rec['heldout_agreement_pruned']:.3f} pruned, {rec['heldout_agreement_recovered']:.3f} after KD; {path}"
     )
+    from pathlib import Path
+
+    if args.distill:
+        from kdmobile.compress.prune import distill_checkpoint
+
+        path, history = distill_checkpoint(
+            path, args.distill, Path(args.out) / "distilled", overrides=args.overrides, log=_log
+        )
+        print(f"distilled after pruning: {path} ({len(history['epochs'])} epochs)")
     if not args.export:
         return 0
-    from pathlib import Path
 
     from kdmobile.export.runner import export_checkpoint, format_table
 

@@ -319,3 +319,61 @@ __all__ = [
     "prune_email_student",
     "recover_kd",
 ]
+
+
+def distill_checkpoint(
+    checkpoint: str | Path,
+    config: str | Path,
+    out_dir: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Distil an (already pruned) checkpoint again with a ``kdmobile distill`` config: its task's teacher,
+    transfer data, losses and schedule, starting from the checkpoint's weights instead of a fresh student.
+
+    The config's task builds the teacher and the data exactly as ``kdmobile distill`` does (so its
+    teacher-output cache is reused when ``cache.dir`` points at it); only the student is replaced.
+    Writes ``out_dir/student.safetensors`` with the checkpoint's metadata (task, tokenizer, labels) plus
+    ``distilled_after_pruning``; returns (path, the Distiller's history).
+    """
+    import torch
+
+    from kdmobile import config as C
+    from kdmobile.checkpoint import load_checkpoint, save_checkpoint
+    from kdmobile.distill import Distiller
+    from kdmobile.distill.config import DistillConfig
+    from kdmobile.distill.tasks import get_task
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    model, meta = load_checkpoint(checkpoint)
+    cfg = C.load(DistillConfig, str(config), list(overrides))
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    task = get_task(cfg.task)(dict(cfg.task_args), seed=cfg.train.seed)
+    if task.architecture != meta.get("architecture"):
+        raise UsageError(
+            f"{checkpoint}: architecture {meta.get('architecture')!r}, but {config}'s task trains {task.architecture!r}"
+        )
+    distiller = Distiller(
+        model.train(),
+        task.teacher,
+        cfg,
+        run_dir=out_dir / "run",
+        architecture=task.architecture,
+        model_config=meta.get("model_config"),
+        teacher_id=task.teacher_id,
+        log=log,
+    )
+    student, history = distiller.fit(task.train, task.eval)
+    keep = {
+        k: v for k, v in meta.items() if k not in ("format_version", "architecture", "model_config", "sha256")
+    }
+    path = save_checkpoint(
+        out_dir / "student.safetensors",
+        student.eval(),
+        architecture=task.architecture,
+        model_config=meta.get("model_config"),
+        metadata={**keep, "distilled_after_pruning": {"from": str(checkpoint), "config": str(config)}},
+    )
+    return path, history.to_dict()

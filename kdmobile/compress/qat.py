@@ -242,3 +242,78 @@ __all__ = [
     "qat_distill",
     "qat_quantizer",
 ]
+
+
+def qat_checkpoint(
+    checkpoint: str | Path,
+    target: str,
+    out: str | Path,
+    *,
+    epochs: int = 3,
+    lr: float = 1e-4,
+    temperature: float = 4.0,
+    transfer: int = 8000,
+    heldout: int = 512,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> Any:
+    """QAT + KD of a checkpoint for ``target``, then its ``int8-qat`` export validated against the float model.
+
+    Writes ``out/export/`` (artifact, summary) and ``out/qat.json`` (the fine-tuning history); returns the
+    ``ExportResult``. Transfer rows: generated emails (email task) or MNIST training images (mnist task).
+    """
+    import torch
+
+    import kdmobile
+    from kdmobile.checkpoint import load_checkpoint
+    from kdmobile.distill import CacheConfig, DistillConfig, OptimConfig, TrainConfig
+    from kdmobile.export.specs import model_spec_for
+    from kdmobile.io import write_json
+
+    check_target(target)
+    out = Path(out)
+    model, meta = load_checkpoint(checkpoint)
+    model.eval()
+    spec = model_spec_for(model, meta, n_heldout=heldout, seed=seed)
+    if spec.real_split is None:
+        raise UsageError(f"{checkpoint}: its task has no real held-out samples to validate QAT on")
+    real = spec.validation[spec.real_split]
+    train_set = transfer_set(spec.task, meta, transfer, seed)
+    cfg = DistillConfig(
+        loss={**DEFAULT_LOSS, "kd": {**DEFAULT_LOSS["kd"], "temperature": temperature}},
+        train=TrainConfig(epochs=epochs, batch_size=64, seed=seed, progress=False),
+        optim=OptimConfig(name="adamw", lr=lr, weight_decay=0.0, schedule="cosine"),
+        cache=CacheConfig(enabled=True),
+    )
+    torch.manual_seed(seed)
+    example = tuple(torch.from_numpy(x[:2].copy()) for x in real)
+    qat = qat_distill(
+        model, train_set, example_inputs=example, target=target, config=cfg, run_dir=out / "run", log=log
+    )
+    result = kdmobile.export(
+        qat.converted,
+        tuple(torch.from_numpy(x[:1].copy()) for x in real),
+        targets=target,
+        precisions=[QAT_PRECISION],
+        validation=real,
+        input_names=spec.input_names,
+        output_names=spec.output_names,
+        reference=model,  # validated against the float checkpoint
+        out_dir=out / "export",
+        log=log,
+    )
+    write_json(out / "qat.json", {"checkpoint": str(checkpoint), "history": qat.history["epochs"]})
+    return result
+
+
+def transfer_set(task: str, meta: dict[str, Any], n: int, seed: int) -> Any:
+    """Unlabelled transfer rows for QAT of a ``task`` checkpoint (email and mnist have generators)."""
+    if task == "email":
+        from kdmobile.compress.prune import email_transfer_set
+
+        return email_transfer_set(meta.get("tokenizer"), n, seed)
+    if task == "mnist":
+        from kdmobile.tasks.mnist.data import make_set, split
+
+        return make_set(*split("train", subset=n), hide_labels=True)
+    raise UsageError(f"kdmobile compress qat has transfer data for the email and mnist tasks, not {task!r}")

@@ -41,8 +41,10 @@ Targets (``kdmobile/export/base.py``; one file per target in ``targets/``, regis
 - ``Target.tolerance(precision) -> Tolerance``: the validation tolerance (``TOLERANCES`` in base.py is the
   one place where fp16/int8 are relaxed; a target may override one precision in ``tolerance_overrides``);
 - ``Target.variants(precision)``: ways to make a precision, best first; the runner keeps the first that
-  validates and records the failed ones in ``details.attempts`` (ExecuTorch int8: PT2E static, then
-  PT2E dynamic). The kept one is named by ``flavour``;
+  validates and records the failed ones in ``details.attempts`` (ExecuTorch int8: int8 embedding rows,
+  then PT2E static, then PT2E dynamic). The kept one is named by ``flavour``;
+  ``Target.variant_applies(variant, model)`` drops the ones that mean nothing for a model (no attempt is
+  recorded: a CNN skips the embedding-table variants);
 - ``Target.thresholds() -> dict[str, float]``: THE regression thresholds ``kdmobile check`` reads:
   ``DEFAULT_CHECK_THRESHOLDS`` (``latency_pct`` 15, ``accuracy_pt`` 0.5, ``size_pct`` 5,
   ``browser_latency_pct`` 30) merged with the target's own ``check_thresholds``;

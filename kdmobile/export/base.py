@@ -315,6 +315,13 @@ class Target:
         """Ways to produce ``precision``, best first (default: one)."""
         return (None,)
 
+    def variant_applies(self, variant: str | None, model: Any) -> bool:
+        """Whether ``variant`` means anything for ``model`` (e.g. one that needs embedding tables).
+
+        The runner skips the variants that do not apply, without recording an attempt.
+        """
+        return True
+
     def load(self, path: Path, threads: int = 1) -> Runtime:
         raise NotImplementedError
 

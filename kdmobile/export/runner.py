@@ -182,7 +182,8 @@ def export_one(
         "min_top1_agreement": tol.min_top1_agreement,
     }
     attempts: list[dict[str, Any]] = []
-    variants = target.variants(precision)
+    variants = [v for v in target.variants(precision) if target.variant_applies(v, model)]
+    variants = variants or [target.variants(precision)[-1]]
     for i, variant in enumerate(variants):
         res = Result(target.name, precision, Status.OK, tolerance=tolerance)
         _attempt(res, target, model, spec, eager, precision, out_dir, variant, threads, others)

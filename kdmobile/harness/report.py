@@ -670,6 +670,15 @@ svg{display:block;max-width:100%;height:auto;margin:8px 0}
 """
 
 
+def _pareto_section(report: dict[str, Any]) -> str:
+    """The compression table and size-vs-accuracy plot, when ``kdmobile compress pareto --report`` added them."""
+    if not isinstance(report.get("pareto"), dict):
+        return ""
+    from kdmobile.compress.pareto import render_html_section
+
+    return render_html_section(report["pareto"])
+
+
 def render_html(report: dict[str, Any]) -> str:
     """``report.html``: headline figures, the latency-vs-accuracy plot, the table; no external resource."""
     esc = html.escape
@@ -765,6 +774,7 @@ measured {esc(str(report.get("created", "")))}</p>
 {render_svg(report)}
 {render_speedup_svg(report)}
 <table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{"".join(rows)}</tbody></table>
+{_pareto_section(report)}
 <p class="small">Batch 1, {esc(str(report.get("settings", {}).get("threads", "?")))} thread(s) unless stated; latency is the model
 call only. × teacher = teacher p50 / entry p50 in the same run. Load = loading the artifact in a warm runtime; peak mem =
 the extra resident memory of loading and running it (its own process). Retention = top-1 / teacher top-1.</p>
