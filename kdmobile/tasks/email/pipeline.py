@@ -942,8 +942,11 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"({c.get('cached_epoch_seconds', 0):.2f} s) than with the teacher online ({c.get('online_epoch_seconds', 0):.1f} s), "
         f"{c.get('rows', 0)} rows, batch {c.get('batch_size', 0)}.",
         "",
-        "Stage wall times: "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in report.get("timings_seconds", {}).items()),
+        "Stage wall times (CPU seconds of the process; on a shared machine the wall time is the noisier): "
+        + ", ".join(
+            f"{k} {v:.0f} s ({report.get('cpu_seconds', {}).get(k, float('nan')):.0f})"
+            for k, v in report.get("timings_seconds", {}).items()
+        ),
         "",
     ]
     return "\n".join(lines)
