@@ -195,3 +195,27 @@ def test_zeroshot_metrics_golden():
     t = r["thresholds"][0]  # the threshold is the no-reply email's own max: it is not shown
     assert t["threshold"] == 0.4 and t["coverage"] == 1.0 and t["no_reply_shown"] == 0.0
     assert t["precision"] == 1 / 3
+
+
+def test_bench_eval_sets_of_a_reply_act_student():
+    """``kdmobile bench --task email --data heldout|heldout_c`` on a student whose outputs are the acts +
+    ``none``: the emails that want a reply, the act columns ranked, ``none`` never a suggestion."""
+    from kdmobile.task import get_task
+
+    labels = A.act_ids() + ["none"]
+    task = get_task("email")
+    dev = task.eval_set("heldout", {"intents": labels})
+    c = task.eval_set("heldout_c", {"intents": labels})
+    assert (len(dev), len(c)) == (312, 204) and dev.info["score_columns"] == c.info["score_columns"] == 54
+    assert all(ok and 54 not in ok for ok in c.acceptable)
+    # "none" has the largest logit everywhere; the best act is the first acceptable one: top-1 is 100%.
+    z = np.zeros((len(c), 55))
+    z[:, 54] = 10.0
+    for i, ok in enumerate(c.acceptable):
+        z[i, ok[0]] = 1.0
+    m = c.metrics(z, None)
+    assert m["n"] == 204 and m["top1"] == 1.0 and m["recall_at_3"] == 1.0
+    with pytest.raises(UsageError, match="heldout_c"):
+        task.eval_set("heldout_x", {"intents": labels})
+    with pytest.raises(UsageError, match="48-intent"):
+        task.eval_set("heldout_c", {"intents": ["thanks", "yes"]})
