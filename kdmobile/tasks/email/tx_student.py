@@ -1,0 +1,336 @@
+"""Reply-act students distilled on teacher-labelled transfer text, measured by agreement with the teacher.
+
+    OMP_NUM_THREADS=1 python -m kdmobile.tasks.email.tx_student --teacher build/act_teacher/dual-lr1e-4.pt --runs base-3k,base-10k,base-30k --out build/tx_student
+
+A standalone experiment next to the pipeline (issue 12, item 5). One act teacher
+(:mod:`kdmobile.tasks.email.act_teacher`, a saved run) labels the transfer texts of
+:mod:`kdmobile.tasks.email.transfer`, its own training rows and the dev set ``heldout_ab_acts`` once
+(cached); every run then trains an :class:`~kdmobile.tasks.email.model.EmailStudent` over the 54 acts +
+``none`` and is scored on the dev set only (heldout_c is never used here):
+
+- ``top1`` / ``recall_at_3``: the best act / one of the best three is acceptable (emails with acts);
+- ``agreement``: the student's best act equals the teacher's (all dev emails, act columns only: what the
+  user sees); ``agreement_none``: the same over all 55 columns.
+
+Targets: ``distilled`` rows carry ``(1 - alpha) * teacher + alpha * label`` on the teacher's labelled rows
+and the teacher's probabilities on the transfer rows (soft cross-entropy, temperature 1: Hinton et al.
+2015); ``labels`` rows are the teacher's training rows with their labels only (the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdmobile.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TxRun:
+    """One student run.
+
+    Attributes:
+        name: file-safe name.
+        targets: ``distilled`` or ``labels``.
+        transfer: transfer texts (the first N of :func:`transfer.transfer_texts`); ``distilled`` only.
+        num_buckets, dim, hidden, gated, token_dropout, word_ngrams, char_ngrams, max_len: the student and
+            its :class:`~kdmobile.tasks.email.tokenizer.HashTokenizer`.
+        word_vectors: initial embeddings from the pretrained encoder's word vectors.
+        epochs, lr, batch_size, alpha, seed: training (AdamW, 3% warm-up then cosine, as configs/email.toml).
+    """
+
+    name: str
+    targets: str = "distilled"
+    transfer: int = 30000
+    num_buckets: int = 16384
+    dim: int = 64
+    hidden: int = 128
+    gated: bool = True
+    token_dropout: float = 0.2
+    word_ngrams: int = 2
+    char_ngrams: tuple[int, int] = (3, 3)
+    max_len: int = 768
+    word_vectors: bool = True
+    epochs: int = 6
+    lr: float = 1e-2
+    batch_size: int = 128
+    alpha: float = 0.1
+    seed: int = 0
+
+
+def _runs() -> dict[str, TxRun]:
+    r = TxRun
+    small = {"num_buckets": 8192, "dim": 48}
+    runs = [
+        r("labels", targets="labels"),
+        r("base-3k", transfer=3000),
+        r("base-10k", transfer=10000),
+        r("base-30k", transfer=30000),
+        r("base-0k", transfer=0),
+        r("small-labels", targets="labels", **small),
+        r("small-30k", **small),
+        r("small-30k-12ep", epochs=12, **small),
+        r("small-30k-c25", char_ngrams=(2, 5), **small),
+        r("small-30k-c24", char_ngrams=(2, 4), **small),
+        r("small-30k-h256", hidden=256, **small),
+        r("small-30k-td0", token_dropout=0.0, **small),
+        r("small-30k-nowv", word_vectors=False, **small),
+        r("b4k-d96-30k", num_buckets=4096, dim=96),
+        r("wide-30k", dim=128, hidden=256),
+        r("wide-30k-12ep", dim=128, hidden=256, epochs=12),
+    ]
+    for seed in (1, 2):
+        runs += [r(f"labels-s{seed}", targets="labels", seed=seed), r(f"base-30k-s{seed}", seed=seed)]
+        runs += [r(f"small-labels-s{seed}", targets="labels", seed=seed, **small)]
+        runs += [r(f"small-30k-s{seed}", seed=seed, **small)]
+    return {x.name: x for x in runs}
+
+
+RUNS = _runs()
+
+
+# ------------------------------------------------------------------------------------------------ data
+class Corpus:
+    """The teacher's labelled rows, the transfer texts and the dev set, with the teacher's probabilities."""
+
+    def __init__(self, teacher: str | Path, out: str | Path, transfer_n: int, log: Any = None) -> None:
+        from kdmobile.tasks.email.act_teacher import RUNS as TEACHER_RUNS
+        from kdmobile.tasks.email.act_teacher import training_set
+        from kdmobile.tasks.email.acts import load_heldout_ab_acts, load_reply_acts
+        from kdmobile.tasks.email.transfer import TransferConfig, teacher_probs, transfer_texts
+
+        self.log = log or (lambda m: print(m, file=sys.stderr))
+        acts = load_reply_acts()
+        self.act_ids = [a["id"] for a in acts["intents"]]
+        name = Path(teacher).stem
+        if name not in TEACHER_RUNS:
+            raise UsageError(f"{teacher}: not a saved act-teacher run of {sorted(TEACHER_RUNS)}")
+        self.train_texts, self.train_y, _ = training_set(TEACHER_RUNS[name], acts)
+        # The first ``transfer_n`` texts of the 30k mix: every smaller run uses a prefix of them.
+        texts, sources, self.tx_info = transfer_texts(TransferConfig())
+        self.tx_texts, self.tx_sources = texts[:transfer_n], sources[:transfer_n]
+        self.dev = load_heldout_ab_acts()
+        self.timing: dict[str, Any] = {}
+        cache = Path(out) / "teacher"
+        uniq = sorted(set(self.train_texts))
+        p_u, i1 = teacher_probs(teacher, uniq, cache, log=self.log)
+        where = {t: i for i, t in enumerate(uniq)}
+        self.train_p = p_u[[where[t] for t in self.train_texts]]
+        self.tx_p, i2 = teacher_probs(teacher, self.tx_texts, cache, log=self.log)
+        self.dev_p, i3 = teacher_probs(teacher, [r["text"] for r in self.dev], cache, log=self.log)
+        self.timing = {"teacher_train_rows": i1, "teacher_transfer": i2, "teacher_dev": i3}
+        self._ids: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def encoded(self, run: TxRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(train ids, transfer ids, dev ids)`` int32 for ``run``'s tokenizer (memoised)."""
+        from kdmobile.tasks.email.tokenizer import HashTokenizer
+
+        cfg = tokenizer_config(run)
+        if cfg not in self._ids:
+            tok = HashTokenizer(cfg)
+            t0 = time.perf_counter()
+            enc = [
+                tok.encode_batch(x).astype(np.int32)
+                for x in (self.train_texts, self.tx_texts, [r["text"] for r in self.dev])
+            ]
+            self.log(
+                f"tx_student: tokenised {sum(len(e) for e in enc)} texts in {time.perf_counter() - t0:.0f} s"
+            )
+            self._ids[cfg] = (enc[0], enc[1], enc[2])
+        return self._ids[cfg]
+
+
+def tokenizer_config(run: TxRun) -> Any:
+    from kdmobile.tasks.email.tokenizer import TokenizerConfig
+
+    return TokenizerConfig(
+        num_buckets=run.num_buckets,
+        max_len=run.max_len,
+        word_ngrams=run.word_ngrams,
+        char_ngrams=run.char_ngrams,
+    )
+
+
+# --------------------------------------------------------------------------------------------- training
+def new_ngram_student(run: TxRun, num_classes: int, init: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+    import torch
+
+    from kdmobile.tasks.email.model import EmailStudent
+    from kdmobile.tasks.email.wordvec import init_embedding
+
+    torch.manual_seed(run.seed)
+    m = EmailStudent(
+        num_buckets=run.num_buckets, dim=run.dim, hidden=run.hidden, num_intents=num_classes, dropout=0.1,
+        gated=run.gated, token_dropout=run.token_dropout,
+    )  # fmt: skip
+    if init is not None:
+        init_embedding(m.embed, *init)
+    return m
+
+
+def fit_soft(model: Any, ids: np.ndarray, targets: np.ndarray, run: TxRun, log: Any = None) -> dict[str, Any]:
+    """Train ``model`` on soft targets ``[N, C]`` (rows sum to 1) with soft cross-entropy; returns timing."""
+    import math
+
+    import torch
+
+    torch.manual_seed(run.seed)
+    rng = np.random.default_rng(run.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(ids) / run.batch_size)
+    total = steps_per_epoch * run.epochs
+    warm = max(1, int(0.03 * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+        ),
+    )
+    y = torch.as_tensor(targets, dtype=torch.float32)
+    t0 = time.perf_counter()
+    model.train()
+    for epoch in range(run.epochs):
+        order = rng.permutation(len(ids))
+        loss_sum = 0.0
+        for s in range(0, len(ids), run.batch_size):
+            b = order[s : s + run.batch_size]
+            x = torch.from_numpy(ids[b].astype(np.int64))
+            loss = -(y[b] * torch.log_softmax(model(x), -1)).sum(-1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(b)
+        if log is not None:
+            log(
+                f"tx_student: {run.name} epoch {epoch + 1}/{run.epochs} loss {loss_sum / len(ids):.4f} ({time.perf_counter() - t0:.0f} s)"
+            )
+    model.eval()
+    return {"train_seconds": round(time.perf_counter() - t0, 1), "rows": len(ids), "epochs": run.epochs}
+
+
+def predict(model: Any, ids: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        return np.concatenate(
+            [
+                torch.softmax(model(torch.from_numpy(ids[s : s + batch_size].astype(np.int64))), -1).numpy()
+                for s in range(0, len(ids), batch_size)
+            ]
+        )
+
+
+def dev_figures(
+    probs: np.ndarray, teacher: np.ndarray, rows: list[dict[str, Any]], act_ids: list[str]
+) -> dict[str, Any]:
+    """Top-1, recall@3 (emails with acts) and agreement with the teacher (all emails) on the dev set."""
+    from kdmobile.tasks.email.act_teacher import evaluate
+
+    res = evaluate(probs[:, :-1], 1 - probs[:, -1], [r["acts"] for r in rows], act_ids)
+    return {
+        "top1": res["top1"],
+        "recall_at_3": res["recall_at_3"],
+        "agreement": float(np.mean(probs[:, :-1].argmax(1) == teacher[:, :-1].argmax(1))),
+        "agreement_none": float(np.mean(probs.argmax(1) == teacher.argmax(1))),
+        "kl": float(np.mean((teacher * (np.log(teacher + 1e-9) - np.log(probs + 1e-9))).sum(1))),
+    }
+
+
+def word_vector_init(run: TxRun, cache_root: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    if not run.word_vectors:
+        return None
+    from kdmobile.tasks.email.teacher import TeacherConfig
+    from kdmobile.tasks.email.tokenizer import HashTokenizer
+    from kdmobile.tasks.email.wordvec import bucket_vectors, load_or_embed
+
+    words, vecs, _ = load_or_embed(TeacherConfig(), cache_root, progress=False)
+    return bucket_vectors(HashTokenizer(tokenizer_config(run)), run.dim, words, vecs)
+
+
+def run_one(corpus: Corpus, run: TxRun, out: Path) -> dict[str, Any]:
+    from kdmobile.io import write_json
+
+    tr_ids, tx_ids, dev_ids = corpus.encoded(run)
+    lab = corpus.train_y / corpus.train_y.sum(1, keepdims=True)
+    if run.targets == "labels":
+        ids, y = tr_ids, lab
+    elif run.targets == "distilled":
+        n = min(run.transfer, len(tx_ids))
+        ids = np.concatenate([tr_ids, tx_ids[:n]])
+        y = np.concatenate([(1 - run.alpha) * corpus.train_p + run.alpha * lab, corpus.tx_p[:n]])
+    else:
+        raise UsageError(f"tx_student: targets must be 'distilled' or 'labels', got {run.targets!r}")
+    model = new_ngram_student(run, y.shape[1], word_vector_init(run, out / "email"))
+    info = fit_soft(model, ids, y, run, corpus.log)
+    figs = dev_figures(predict(model, dev_ids), corpus.dev_p, corpus.dev, corpus.act_ids)
+    params = int(sum(p.numel() for p in model.parameters()))
+    res = {"run": dataclasses.asdict(run), "params": params, **info, "dev": figs}
+    write_json(out / "runs" / f"{run.name}.json", res)
+    corpus.log(
+        f"tx_student: {run.name}: {params:,} params, dev top-1 {figs['top1']:.1%} R@3 {figs['recall_at_3']:.1%} "
+        f"agreement {figs['agreement']:.1%} ({info['train_seconds']:.0f} s)"
+    )
+    return res
+
+
+def table(out: Path, teacher: dict[str, Any] | None = None) -> str:
+    lines = [
+        "| run | params | transfer | dev top-1 | dev R@3 | agreement (acts) | agreement (+none) | KL | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    if teacher:
+        lines.append(
+            f"| teacher | {teacher.get('params', 0):,} | - | {teacher['top1']:.1%} | {teacher['recall_at_3']:.1%} | 100% | 100% | 0 | - |"
+        )
+    for f in sorted((out / "runs").glob("*.json")):
+        r = json.loads(f.read_text())
+        d = r["dev"]
+        tx = r["run"]["transfer"] if r["run"]["targets"] == "distilled" else 0
+        lines.append(
+            f"| {f.stem} | {r['params']:,} | {tx} | {d['top1']:.1%} | {d['recall_at_3']:.1%} | {d['agreement']:.1%} "
+            f"| {d['agreement_none']:.1%} | {d['kl']:.3f} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from kdmobile.io import write_json
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True, help="a saved act-teacher run, <dir>/<run>.pt")
+    ap.add_argument("--runs", default="", help=f"comma-separated runs of {sorted(RUNS)}")
+    ap.add_argument("--transfer", type=int, default=30000, help="transfer texts scored by the teacher")
+    ap.add_argument("--out", default="build/tx_student")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    names = [n for n in args.runs.split(",") if n]
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        raise UsageError(f"tx_student: unknown runs {unknown}; known: {sorted(RUNS)}")
+    corpus = Corpus(args.teacher, out, args.transfer)
+    tf = dev_figures(corpus.dev_p, corpus.dev_p, corpus.dev, corpus.act_ids)
+    write_json(out / "teacher.json", {"dev": tf, "timing": corpus.timing, "transfer": corpus.tx_info})
+    corpus.log(
+        f"tx_student: teacher dev top-1 {tf['top1']:.1%} R@3 {tf['recall_at_3']:.1%}; timing {corpus.timing}"
+    )
+    for n in names:
+        run_one(corpus, RUNS[n], out)
+    print(table(out, tf))
+
+
+if __name__ == "__main__":
+    main()
