@@ -26,6 +26,8 @@ const state = {
   meta: null,
   tokenizer: null,
   replies: new Map(), // intent id -> {replies, description}
+  noneIndex: -1, // the "no reply wanted" output of a reply-act model (never a chip), -1 without one
+  abstain: null, // replies.json "abstain": {score: "p_none" | "max_act_prob", threshold, reason} or null
   samples: [], // the picker: {id, title, text, teacher: [{intent, prob}] | null}
   teacherSamples: [], // the teacher panel: the pipeline's samples that carry the teacher's top-3
   teacherName: null,
@@ -106,7 +108,7 @@ function validateBundle(meta, tokenizer, replies) {
   if (!Array.isArray(meta.intents) || meta.intents.length < TOP_K) {
     problems.push(`meta.json needs at least ${TOP_K} intents`);
   } else {
-    const missing = meta.intents.filter((i) => !replies.has(i));
+    const missing = meta.intents.filter((i, k) => k !== state.noneIndex && !replies.has(i));
     if (missing.length) problems.push(`intents without replies in replies.json: ${missing.join(", ")}`);
   }
   if (!meta.models || !["fp32", "int8"].some((p) => meta.models[p])) problems.push("meta.json lists no model");
@@ -214,16 +216,37 @@ function infer(text, precision) {
   return run;
 }
 
-/** Top-k intents by logit (ties: lower index first) with softmax confidences. */
-function topK(logits, k = TOP_K) {
+function softmax(logits) {
   const max = Math.max(...logits);
   const exp = logits.map((z) => Math.exp(z - max));
   const sum = exp.reduce((a, b) => a + b, 0);
+  return exp.map((e) => e / sum);
+}
+
+/** Top-k intents by logit (ties: lower index first) with softmax confidences; "none" is never one. */
+function topK(logits, k = TOP_K) {
+  const p = softmax(logits);
   return logits
     .map((z, i) => i)
+    .filter((i) => i !== state.noneIndex)
     .sort((a, b) => logits[b] - logits[a] || a - b)
     .slice(0, k)
-    .map((i) => ({ intent: state.meta.intents[i], prob: exp[i] / sum }));
+    .map((i) => ({ intent: state.meta.intents[i], prob: p[i] }));
+}
+
+/**
+ * Whether the email wants no suggestion: the rule of replies.json "abstain", the same as Python's
+ * kdmobile.tasks.email.abstain.abstains (p_none: softmax of "none" >= threshold; max_act_prob: the best
+ * act's probability < threshold). Returns {abstain, pNone}.
+ */
+function abstainOf(logits) {
+  const rule = state.abstain;
+  if (!rule || state.noneIndex < 0) return { abstain: false, pNone: null };
+  const p = softmax(logits);
+  const pNone = p[state.noneIndex];
+  const best = Math.max(...p.filter((_, i) => i !== state.noneIndex));
+  const abstain = rule.score === "p_none" ? pNone >= rule.threshold : best < rule.threshold;
+  return { abstain, pNone };
 }
 
 function median(xs) {
@@ -234,10 +257,17 @@ function median(xs) {
 
 // ---------------------------------------------------------------- rendering
 
-function renderChips(top) {
+function renderChips(top, abstain) {
   const chips = $("chips");
   if (!top) {
     chips.replaceChildren(el("p", "muted placeholder", "Suggestions appear as you type."));
+    return;
+  }
+  if (abstain && abstain.abstain) {
+    const note = el("p", "abstain", state.abstain.reason || "No reply needed.");
+    note.id = "abstain";
+    note.title = `p(none) ${formatPct(abstain.pNone)}`;
+    chips.replaceChildren(note);
     return;
   }
   chips.replaceChildren(
@@ -391,14 +421,17 @@ async function predictNow() {
     const result = await infer(text, state.precision);
     if (seq !== state.seq) return; // a newer keystroke won
     const top = result.used ? topK(result.logits) : null;
-    renderChips(top);
+    const abstain = abstainOf(result.logits);
+    renderChips(top, abstain);
     renderStats(result);
     window.kdmobileDemo.last = {
       text,
       precision: state.precision,
       ids: result.ids,
       logits: result.logits,
-      intents: top ? top.map((t) => t.intent) : [],
+      intents: top && !abstain.abstain ? top.map((t) => t.intent) : [],
+      abstained: Boolean(top && abstain.abstain),
+      pNone: abstain.pNone,
       ms: result.ms,
     };
   } catch (e) {
@@ -460,6 +493,8 @@ async function main() {
     ]);
     prepareConfig(tokenizer); // throws a clear error for a bad tokenizer.json
     for (const intent of replies.intents) state.replies.set(intent.id, intent);
+    state.noneIndex = replies.none && Array.isArray(meta.intents) ? meta.intents.indexOf(replies.none) : -1;
+    state.abstain = replies.abstain || null;
     validateBundle(meta, tokenizer, state.replies);
     state.meta = meta;
     state.tokenizer = tokenizer;

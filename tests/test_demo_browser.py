@@ -2,7 +2,8 @@
 
     .venv/bin/python -m pytest tests/test_demo_browser.py -q          # screenshots: build/test-artifacts/demo/
 
-A module fixture trains ``kdmobile.tasks.email.quick_student``, exports its onnx-web bundle (fp32 + int8)
+A module fixture trains ``kdmobile.tasks.email.quick_student`` on the reply acts (54 acts + ``none``, with an
+abstain rule, as ``make demo``'s student), exports its onnx-web bundle (fp32 + int8)
 with ``kdmobile.export`` (the same code as ``make demo``) and serves ``demo_app`` with ``kdmobile.serve``; Playwright drives Debian ``chromium``. Expected suggestions come from
 the eager PyTorch student on ``HashTokenizer`` ids (and Python onnxruntime for int8), never from the page.
 """
@@ -46,6 +47,7 @@ class Bundle:
     replies: dict[str, list[str]]
     samples: list[dict]  # what teacher_predictions.json lists, with "top3"
     curated: list[dict] = dataclasses.field(default_factory=list)  # demo_app/samples.json
+    abstain: dict = dataclasses.field(default_factory=dict)  # replies.json "abstain"
 
     def logits(self, text: str) -> np.ndarray:
         import torch
@@ -54,13 +56,21 @@ class Bundle:
         with torch.no_grad():
             return self.model(ids)[0].numpy()
 
+    def abstains(self, text: str) -> bool:
+        from kdmobile.tasks.email.abstain import abstains
+        from kdmobile.tasks.email.metrics import softmax
+
+        return bool(abstains(softmax(self.logits(text)[None]), self.abstain)[0])
+
     def top3(self, text: str) -> list[str]:
-        z = self.logits(text)
-        order = np.argsort(-z, kind="stable")[:3]
+        """The three best acts (never ``none``, the last output); the email must not abstain."""
+        assert not self.abstains(text), "the page would show no chips for this email"
+        z = self.logits(text)[:-1]
+        order = np.argsort(-z, kind="stable")[:4]
         # The check is only meaningful if the ranking is not a float tie.
         assert z[order[0]] - z[order[1]] > 1e-4 and z[order[1]] - z[order[2]] > 1e-4
-        assert z[order[2]] - z[np.argsort(-z, kind="stable")[3]] > 1e-4
-        return [self.meta["intents"][i] for i in order]
+        assert z[order[2]] - z[order[3]] > 1e-4
+        return [self.meta["intents"][i] for i in order[:3]]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +85,7 @@ def bundle(tmp_path_factory) -> Bundle:
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("demo-bundle")
-    ckpt = quick_student(out, n=1500, epochs=4)
+    ckpt = quick_student(out, n=1500, epochs=4, acts=True)
     summary = export_checkpoint(
         ckpt,
         out_dir=out / "export",
@@ -91,8 +101,13 @@ def bundle(tmp_path_factory) -> Bundle:
     model, _ = load_checkpoint(ckpt)
     tok = HashTokenizer.from_json((bdir / "tokenizer.json").read_text())
     meta = json.loads((bdir / "meta.json").read_text())
-    replies = {it["id"]: it["replies"] for it in json.loads((bdir / "replies.json").read_text())["intents"]}
-    b = Bundle(bdir, model, tok, meta, replies, [])
+    doc = json.loads((bdir / "replies.json").read_text())
+    replies = {it["id"]: it["replies"] for it in doc["intents"]}
+    assert meta["intents"][-1] == doc["none"] == "none" and doc["abstain"]["score"] in (
+        "p_none",
+        "max_act_prob",
+    )
+    b = Bundle(bdir, model, tok, meta, replies, [], abstain=doc["abstain"])
     # Teacher predictions in the pipeline's format, from a stand-in teacher that equals the student except
     # on one sample, where its ranking is rotated: the panel must show an agreement and a disagreement.
     # Two texts are curated samples.json emails (they keep their titles), two are not (titles derived).
@@ -107,7 +122,7 @@ def bundle(tmp_path_factory) -> Bundle:
     for k, text in enumerate(texts):
         z = b.logits(text)
         p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
-        order = list(np.argsort(-z, kind="stable")[:4])
+        order = list(np.argsort(-z[:-1], kind="stable")[:4])
         if k == 1:
             order = order[3:] + order[:2]
         top3 = [{"intent": meta["intents"][i], "prob": round(float(p[i]), 6)} for i in order[:3]]
@@ -277,6 +292,31 @@ def test_samples_and_teacher_panel(watch, bundle, server, tmp_path):
     w.clean()
 
 
+def test_no_reply_email_shows_no_chips_and_says_why(watch, bundle, server, tmp_path):
+    from kdmobile.tasks.email.act_teacher import load_no_reply
+    from kdmobile.tasks.email.metrics import softmax
+
+    w = watch
+    w.open(server + "/")
+    text = load_no_reply()[0]  # a shipping notification from a no-reply sender
+    assert bundle.abstains(text), "Python's rule must abstain on this email for the test to mean anything"
+    w.page.locator("#email").fill(text)
+    last = w.prediction_for(text)
+    assert last["ids"] == bundle.tokenizer.encode(text)
+    p_none = float(softmax(bundle.logits(text))[-1])
+    assert last["abstained"] is True and last["intents"] == []
+    assert abs(last["pNone"] - p_none) < 1e-5
+    assert w.chip_intents() == []
+    assert w.page.locator("#chips #abstain").inner_text() == bundle.abstain["reason"]
+    assert "No reply needed" in bundle.abstain["reason"]
+    # An email that wants a reply brings the chips back.
+    w.page.locator("#email").fill(TYPED_EMAIL)
+    w.prediction_for(TYPED_EMAIL)
+    assert w.chip_intents() == bundle.top3(TYPED_EMAIL)
+    _shot(w.page, "no-reply.png", tmp_path)
+    w.clean()
+
+
 def test_int8_switch_and_offline_once_loaded(watch, bundle, server, tmp_path):
     import onnxruntime as ort
 
@@ -295,7 +335,7 @@ def test_int8_switch_and_offline_once_loaded(watch, bundle, server, tmp_path):
         0
     ][0]
     np.testing.assert_allclose(last["logits"], want, atol=1e-4)
-    assert w.chip_intents() == [bundle.meta["intents"][i] for i in np.argsort(-want, kind="stable")[:3]]
+    assert w.chip_intents() == [bundle.meta["intents"][i] for i in np.argsort(-want[:-1], kind="stable")[:3]]
     size = bundle.meta["models"]["int8"]["size_bytes"]
     assert w.page.locator("#stat-size").inner_text().startswith(f"{size / 1e6:.2f} MB")
     assert w.page.locator("#stat-latency").inner_text().endswith("ms (int8)")

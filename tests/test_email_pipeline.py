@@ -3,8 +3,10 @@
     .venv/bin/python -m pytest tests/test_email_pipeline.py -q
 
 The teacher here is a real (small) model the test trains itself: a bag-of-words classifier over its own
-hashed vocabulary, called on its own inputs (``teacher_tokenize``), exactly how a user plugs in an
-``nn.Module``. ``make demo`` runs the same stages with the fine-tuned all-MiniLM-L6-v2.
+hashed vocabulary with the pipeline's outputs (54 reply acts + ``none``), trained on generated emails
+relabelled onto acts and the hand-written no-reply emails, called on its own inputs
+(``teacher_tokenize``), exactly how a user plugs in an ``nn.Module``. ``make demo`` runs the same stages
+with the reply-act dual encoder on all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from kdmobile import config as C
 from kdmobile.checkpoint import load_checkpoint
 from kdmobile.distill import DistillConfig
 from kdmobile.tasks.email import pipeline as P
-from kdmobile.tasks.email.data import intent_ids
+from kdmobile.tasks.email.acts import load_reply_acts
 from kdmobile.tasks.email.generator import generate
-from kdmobile.tasks.email.metrics import compute
+from kdmobile.tasks.email.metrics import compute_acts, softmax
 from kdmobile.tasks.email.pipeline import EmailTaskConfig, default_stages, load_config
 from kdmobile.tasks.email.tokenizer import HashTokenizer, TokenizerConfig
 
@@ -53,11 +55,12 @@ def teacher_tokenize(texts: list[str]) -> tuple[torch.Tensor]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     torch.manual_seed(0)
-    intents = intent_ids()
-    col = {k: i for i, k in enumerate(intents)}
-    emails = generate(1500, seed=77)
-    (x,) = teacher_tokenize([e.text for e in emails])
-    y = torch.as_tensor([col[e.label] for e in emails])
+    acts = load_reply_acts()
+    intents = P.act_labels(acts)
+    texts, targets = P.act_rows(generate(1500, seed=77), acts)
+    hand, hand_y = P.hand_written_rows(acts, 1, 4)
+    (x,) = teacher_tokenize(texts + hand)
+    y = torch.as_tensor([int(t.argmax()) for t in targets] + hand_y)
     teacher = BowTeacher(len(intents))
     opt = torch.optim.Adam(teacher.parameters(), lr=1e-2)
     for _ in range(3):
@@ -95,12 +98,18 @@ def test_report_has_every_figure(demo):
     ctx = demo[0]
     report = json.loads((ctx.report_dir / "task.json").read_text())
     assert report == demo[2]  # what run() returns is what it wrote
-    for key in ("teacher", "distilled", "scratch"):
-        for field in ("params", "top1", "recall_at_3", "teacher_agreement"):
-            assert field in report[key], (key, field)
-    for key in ("distilled", "scratch"):
-        assert "top1_std" in report[key] and len(report[key]["runs"]) == 2
-        assert report[key]["top1"] == pytest.approx(np.mean([r["top1"] for r in report[key]["runs"]]))
+    assert set(report["sets"]) == {"heldout", "heldout_c"}
+    assert report["sets"]["heldout"]["want_reply"] == report["heldout"] == 312
+    assert report["sets"]["heldout_c"]["want_reply"] == 204 and report["sets"]["heldout_c"]["emails"] == 243
+    for s in report["sets"].values():
+        for key in ("teacher", "distilled", "scratch"):
+            for field in ("params", "top1", "recall_at_3", "teacher_agreement"):
+                assert field in s[key], (key, field)
+        for key in ("distilled", "scratch"):
+            assert "top1_std" in s[key] and len(s[key]["runs"]) == 2
+            assert s[key]["top1"] == pytest.approx(np.mean([r["top1"] for r in s[key]["runs"]]))
+        assert {"top1_ratio", "recall_at_3_ratio", "agreement_ok", "beats_scratch_by_std"} <= set(s["checks"])
+    assert report["distilled"] == report["sets"]["heldout"]["distilled"]  # the dev set at the top level
     assert report["distilled"]["params"] == report["scratch"]["params"]
     detail = report["cache_speedup_detail"]
     assert report["cache_speedup"] == pytest.approx(
@@ -110,16 +119,18 @@ def test_report_has_every_figure(demo):
     assert set(report["timings_seconds"]) == {s.name for s in default_stages()[:-1]}  # all before the report
     md = (ctx.report_dir / "task.md").read_text()
     assert "| student, distilled |" in md and "| teacher" in md
+    assert "## heldout_c" in md and "## Abstain" in md and "(chosen) | heldout_c |" in md
 
 
 def test_teacher_figures_match_an_independent_evaluation(demo):
     ctx, teacher, _ = demo
     report = json.loads((ctx.report_dir / "task.json").read_text())
-    rows = E.load_heldout()
-    col = {k: i for i, k in enumerate(intent_ids())}
+    rows = P.load_eval_rows("heldout")
+    labels = P.act_labels(load_reply_acts())
+    col = {k: i for i, k in enumerate(labels)}
     with torch.no_grad():
         z = teacher(*teacher_tokenize([r["text"] for r in rows])).numpy()
-    m = compute(z, [[col[i] for i in r["intents"]] for r in rows])
+    m = compute_acts(z, [[col[a] for a in r["acts"]] for r in rows])
     assert report["teacher"]["top1"] == pytest.approx(m["top1"])
     assert report["teacher"]["recall_at_3"] == pytest.approx(m["recall_at_3"])
     assert report["teacher"]["params"] == sum(p.numel() for p in teacher.parameters())
@@ -127,7 +138,8 @@ def test_teacher_figures_match_an_independent_evaluation(demo):
     preds = json.loads((ctx.email_dir / "teacher_predictions.json").read_text())
     assert [p["id"] for p in preds["heldout"]] == [r["id"] for r in rows]
     first = preds["heldout"][0]["top3"]
-    assert first[0]["intent"] == intent_ids()[int(z[0].argmax())]
+    assert first[0]["intent"] == labels[int(z[0, :-1].argmax())]  # never "none"
+    assert preds["heldout"][0]["p_none"] == pytest.approx(softmax(z[0])[-1], abs=1e-6)
     assert first[0]["prob"] >= first[1]["prob"] >= first[2]["prob"]
     assert len(preds["samples"]) >= 1 and all(len(s["top3"]) == 3 for s in preds["samples"])
 
@@ -138,7 +150,7 @@ def test_student_checkpoint_reproduces_the_reported_seed0_figures(demo):
     assert (
         meta["architecture"] == "email-student"
         and meta["task"] == "email"
-        and meta["intents"] == intent_ids()
+        and meta["intents"] == P.act_labels(load_reply_acts())
     )
     report = json.loads((ctx.report_dir / "task.json").read_text())
     seed0 = report["distilled"]["runs"][0]
@@ -148,9 +160,43 @@ def test_student_checkpoint_reproduces_the_reported_seed0_figures(demo):
             lambda ids: model(torch.from_numpy(ids)).numpy(),
             tokenizer_config=meta["tokenizer"],
             teacher_logits=E.heldout_teacher_logits(ctx.workdir),
+            labels=meta["intents"],
         )
     for k in ("top1", "recall_at_3", "teacher_agreement"):
-        assert m[k] == pytest.approx(seed0[k]), k
+        assert m[k] == pytest.approx(seed0["heldout"][k]), k
+
+
+def test_abstain_rule_is_calibrated_on_dev_and_no_reply_and_shipped(demo):
+    """The student's rule keeps >= 90% of the dev emails that want a reply (recomputed here from the
+    checkpoint), is the one in the report, and the report's coverage on heldout_c is what it gives."""
+    from kdmobile.tasks.email.abstain import abstains
+    from kdmobile.tasks.email.act_teacher import load_no_reply
+
+    ctx, _, _ = demo
+    model, meta = load_checkpoint(ctx.email_dir / "student.safetensors")
+    report = json.loads((ctx.report_dir / "task.json").read_text())
+    rule = report["abstain"]["student"]["rule"]
+    assert meta["abstain"] == {"score": rule["score"], "threshold": rule["threshold"]}
+    tok = HashTokenizer(
+        TokenizerConfig(**{**meta["tokenizer"], "char_ngrams": tuple(meta["tokenizer"]["char_ngrams"])})
+    )
+
+    def probs(texts):
+        with torch.no_grad():
+            return softmax(model(torch.from_numpy(tok.encode_batch(texts))).numpy())
+
+    dev = P.load_eval_rows("heldout")
+    want = [r for r in dev if r["acts"]]
+    assert np.mean(~abstains(probs([r["text"] for r in want]), meta["abstain"])) >= 0.9
+    negatives = [r["text"] for r in dev if not r["acts"]] + load_no_reply()
+    shown_no_reply = np.mean(~abstains(probs(negatives), meta["abstain"]))
+    assert rule["calibration"]["no_reply_shown"] == pytest.approx(shown_no_reply, abs=1e-4)
+    c = P.load_eval_rows("heldout_c")
+    ab = abstains(probs([r["text"] for r in c]), meta["abstain"])
+    chosen = [row for row in report["abstain"]["student"]["sets"]["heldout_c"] if row.get("chosen")][0]
+    has = np.array([bool(r["acts"]) for r in c])
+    assert chosen["coverage"] == pytest.approx(np.mean(~ab[has]))
+    assert chosen["no_reply_shown"] == pytest.approx(np.mean(~ab[~has]))
 
 
 def test_distilled_runs_read_the_cache_and_scratch_runs_need_no_teacher(demo):

@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest tests/test_tokenizer_js.py -q
 
 Python (``kdmobile.tasks.email.tokenizer``, the spec) computes the expected values; the JavaScript port is
-the code under test. Vectors: the held-out emails shipped with the task, tricky strings (accents, emoji,
+the code under test. Vectors: the hand-written emails shipped with the task (heldout_a/b/c, no_reply), tricky strings (accents, emoji,
 CJK, URLs, e-mail addresses, lone surrogates, HTML, long inputs, empty and whitespace-only input) and
 seeded random strings, each under several tokenizer configs (char n-grams on and off, seeds, small
 bucket counts, truncation limits). They are written to ``build/test-artifacts/tokenizer_vectors.json``
@@ -100,7 +100,9 @@ def _random_strings(n: int, seed: int) -> dict[str, str]:
 
 def _heldout_texts() -> dict[str, str]:
     out = {}
-    for path in sorted((REPO / "kdmobile" / "tasks" / "email" / "data").glob(HELDOUT_GLOB)):
+    data = REPO / "kdmobile" / "tasks" / "email" / "data"
+    # every hand-written email the task ships: both held-out sets and the no-reply emails
+    for path in [*sorted(data.glob(HELDOUT_GLOB)), data / "no_reply.jsonl"]:
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line) if line.strip() else {}
             if "text" in row:  # heldout_ab_acts.jsonl holds labels only

@@ -3,7 +3,7 @@
     kdmobile demo
     kdmobile demo --workdir build --set task_args.demo.seeds=[0] --set train.epochs=4
 
-Stages: data → fine-tune the teacher (cached) → cache its outputs → distil the student (per seed) → train
+Stages: data → train the reply-act teacher (cached) → cache its outputs → distil the student (per seed) → train
 the scratch baseline (per seed) → time online vs cached epochs → report. Writes ``WORKDIR/report/task.json``
 and ``task.md``, ``WORKDIR/email/student.safetensors`` (+ ``.json``) and ``teacher_predictions.json``.
 The stage list is ``kdmobile.tasks.email.pipeline.default_stages()``: later stages (export, bench) append
@@ -68,24 +68,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(report: dict[str, Any], report_dir: Any) -> str:
-    """A short plain-text summary of ``task.json``."""
-    t, d, s = report["teacher"], report["distilled"], report["scratch"]
-    c = report["checks"]
+    """A short plain-text summary of ``task.json``: per held-out set, then the abstain rule."""
 
     def ok(flag: bool) -> str:
         return "ok" if flag else "NOT MET"
 
-    lines = [
-        "",
-        f"email smart-reply on {report['heldout']} hand-written held-out emails (students: mean over {len(report['seeds'])} seeds)",
-        f"  teacher   {t['params']:>11,} params  top-1 {t['top1']:.3f}  recall@3 {t['recall_at_3']:.3f}",
-        f"  distilled {d['params']:>11,} params  top-1 {d['top1']:.3f} ± {d['top1_std']:.3f}  recall@3 {d['recall_at_3']:.3f}"
-        f"  agreement {d['teacher_agreement']:.3f}",
-        f"  scratch   {s['params']:>11,} params  top-1 {s['top1']:.3f} ± {s['top1_std']:.3f}  recall@3 {s['recall_at_3']:.3f}"
-        f"  agreement {s['teacher_agreement']:.3f}",
-        f"  student/teacher params {c['params_ratio']:.4f} ({ok(c['params_ok'])}), top-1 ratio {c['top1_ratio']:.3f} "
-        f"({ok(c['top1_ok'])}), recall@3 ratio {c['recall_at_3_ratio']:.3f} ({ok(c['recall_at_3_ok'])}), "
-        f"beats scratch: {ok(c['beats_scratch'])}, cache speedup {report['cache_speedup']:.1f}x ({ok(c['cache_speedup_ok'])})",
-        f"  wrote {report_dir}/task.json and task.md",
+    c = report["checks"]
+    lines = ["", f"email smart-reply on reply acts (students: mean over {len(report['seeds'])} seeds)"]
+    for name, s in report["sets"].items():
+        t, d, sc, k = s["teacher"], s["distilled"], s["scratch"], s["checks"]
+        lines += [
+            f" {name}: {s['want_reply']} of {s['emails']} emails want a reply",
+            f"  teacher   {t['params']:>11,} params  top-1 {t['top1']:.3f}  recall@3 {t['recall_at_3']:.3f}",
+            f"  distilled {d['params']:>11,} params  top-1 {d['top1']:.3f} ± {d['top1_std']:.3f}  recall@3 "
+            f"{d['recall_at_3']:.3f}  agreement {d['teacher_agreement']:.3f}",
+            f"  scratch   {sc['params']:>11,} params  top-1 {sc['top1']:.3f} ± {sc['top1_std']:.3f}  recall@3 "
+            f"{sc['recall_at_3']:.3f}  agreement {sc['teacher_agreement']:.3f}",
+            f"  top-1 ratio {k['top1_ratio']:.3f} ({ok(k['top1_ok'])}), recall@3 ratio {k['recall_at_3_ratio']:.3f} "
+            f"({ok(k['recall_at_3_ok'])}), agreement >= 0.7 ({ok(k['agreement_ok'])}), beats scratch by > std "
+            f"({ok(k['beats_scratch_by_std'])})",
+        ]
+    rule = report["abstain"]["student"]["rule"]
+    lines += [
+        f" student abstains when {rule['score']} {'>=' if rule['score'] == 'p_none' else '<'} {rule['threshold']:.3g}",
+        f" student/teacher params {c['params_ratio']:.4f} ({ok(c['params_ok'])}), cache speedup "
+        f"{report['cache_speedup']:.1f}x ({ok(c['cache_speedup_ok'])})",
+        f" wrote {report_dir}/task.json and task.md",
     ]
     return "\n".join(lines)

@@ -289,7 +289,14 @@ def _accuracy(entry: dict[str, Any], logits: np.ndarray | None, b: _Bench) -> No
         entry["details"]["kl_to_teacher"] = m["kl"]
     # What `kdmobile check` tests pairwise. A metric whose per-example mean is not the task's own figure
     # (a task with other metric definitions) is left out rather than judged on something else.
-    per = outcomes(logits, b.eval_set.acceptable, b.teacher_logits)
+    # A task whose last outputs are not classes to rank (the email task's "no reply" column) names how
+    # many leading columns its metrics rank; the per-example outcomes rank the same ones.
+    cols = b.eval_set.info.get("score_columns")
+    teacher = b.teacher_logits
+    if cols is not None:
+        logits = np.asarray(logits)[:, :cols]
+        teacher = None if teacher is None else np.asarray(teacher)[:, :cols]
+    per = outcomes(logits, b.eval_set.acceptable, teacher)
     kept: dict[str, Any] = {"n": int(len(logits)), "eval_fingerprint": b.eval_set.fingerprint()}
     for metric in ("top1", "recall_at_3", "teacher_agreement"):
         if metric in per and m.get(metric) is not None and abs(float(per[metric].mean()) - m[metric]) < 1e-9:

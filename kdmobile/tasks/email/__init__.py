@@ -111,6 +111,7 @@ def evaluate(
     tokenizer_config: Any = None,
     teacher_logits: np.ndarray | None = None,
     batch_size: int = 256,
+    labels: list[str] | None = None,
 ) -> dict[str, float]:
     """Smart-reply metrics of ``predict_fn`` on the held-out set (or ``rows``).
 
@@ -118,10 +119,14 @@ def evaluate(
         predict_fn: int64 ids ``[B, L]`` → logits ``[B, C]`` (C intents in ``load_replies()`` order); any
             runtime (eager, ONNX Runtime, ExecuTorch, TFLite …) can be wrapped this way. For a batch-1
             artifact pass ``batch_size=1``.
-        rows: emails ``{"text", "intents"}``; default: the hand-written held-out set.
+        rows: emails ``{"text", "intents"}`` (``{"text", "acts"}`` with act ``labels``); default: the
+            hand-written held-out set (relabelled onto acts with act ``labels``).
         tokenizer_config: the student's tokenizer (``TokenizerConfig`` or its dict); default: the defaults.
         teacher_logits: ``[N, C]`` for ``teacher_agreement`` and ``kl`` (e.g. :func:`heldout_teacher_logits`).
         batch_size: rows per ``predict_fn`` call.
+        labels: the model's output names (a checkpoint's ``intents``); default: the 48 intents. With reply
+            acts (the last label is ``none``) the figures are :func:`~kdmobile.tasks.email.metrics.compute_acts`:
+            on the emails that want a reply, ranking the act columns only.
 
     Returns:
         ``{"n", "top1", "recall_at_3"}`` plus ``"teacher_agreement"`` and ``"kl"`` with teacher logits.
@@ -130,10 +135,16 @@ def evaluate(
     from kdmobile.tasks.email.data import intent_ids
     from kdmobile.tasks.email.metrics import compute
 
-    rows = load_heldout() if rows is None else rows
-    index = {k: i for i, k in enumerate(intent_ids())}
+    acts = labels is not None and "none" in labels
+    if acts:
+        from kdmobile.tasks.email.pipeline import load_eval_rows
+
+        rows = load_eval_rows("heldout") if rows is None else rows
+    else:
+        rows = load_heldout() if rows is None else rows
+    index = {k: i for i, k in enumerate(labels if labels is not None else intent_ids())}
     try:
-        acceptable = [[index[i] for i in r["intents"]] for r in rows]
+        acceptable = [[index[i] for i in r["acts" if acts else "intents"]] for r in rows]
     except KeyError as e:
         raise UsageError(f"evaluate: unknown intent id {e.args[0]!r} in rows") from None
     ids = _tokenizer(tokenizer_config).encode_batch([r["text"] for r in rows])
@@ -145,17 +156,31 @@ def evaluate(
                 f"evaluate: predict_fn returned shape {z.shape}, expected [{len(ids[s : s + batch_size])}, {len(index)}]"
             )
         out.append(z)
+    if acts:
+        from kdmobile.tasks.email.metrics import compute_acts
+
+        return compute_acts(np.concatenate(out), acceptable, teacher_logits)
     return compute(np.concatenate(out), acceptable, teacher_logits)
 
 
 def quick_student(
-    out_dir: str | Path, *, seed: int = 0, n: int = 3000, epochs: int = 4, tokenizer_config: Any = None
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    n: int = 3000,
+    epochs: int = 4,
+    tokenizer_config: Any = None,
+    acts: bool = False,
 ) -> Path:
     """Train an :class:`EmailStudent` on hard labels of ``n`` generated emails (seconds, deterministic).
 
     Writes ``out_dir/student.safetensors`` + ``.json`` (architecture ``email-student``; metadata ``task``,
     ``tokenizer``, ``intents``) and returns the weights path. Single-threaded while training, so a seed gives
     the same weights on a machine. Meant for tests of exports and the browser demo, not for quality.
+
+    With ``acts``, the outputs are ``make demo``'s: the 54 reply acts and ``none``; the emails are
+    relabelled onto acts, the acts' examples and the no-reply emails are added, and the metadata carries
+    an abstain rule calibrated as the pipeline does (:func:`kdmobile.tasks.email.abstain.calibrate`).
     """
     import dataclasses
 
@@ -167,11 +192,22 @@ def quick_student(
     from kdmobile.tasks.email.model import EmailStudent
 
     tok = _tokenizer(tokenizer_config)
-    intents = intent_ids()
-    col = {k: i for i, k in enumerate(intents)}
     emails = generate(n, seed=20_000 + seed)
-    x = torch.from_numpy(tok.encode_batch([e.text for e in emails]))
-    y = torch.as_tensor([col[e.label] for e in emails])
+    if acts:
+        from kdmobile.tasks.email.acts import load_reply_acts
+        from kdmobile.tasks.email.pipeline import act_labels, act_rows, hand_written_rows
+
+        reply_acts = load_reply_acts()
+        intents = act_labels(reply_acts)
+        texts, targets = act_rows(emails, reply_acts)
+        hand_texts, hand_y = hand_written_rows(reply_acts, 2, 4)
+        x = torch.from_numpy(tok.encode_batch(texts + hand_texts))
+        y = torch.as_tensor([int(t.argmax()) for t in targets] + hand_y)
+    else:
+        intents = intent_ids()
+        col = {k: i for i, k in enumerate(intents)}
+        x = torch.from_numpy(tok.encode_batch([e.text for e in emails]))
+        y = torch.as_tensor([col[e.label] for e in emails])
     mc = {
         "num_buckets": tok.config.num_buckets,
         "dim": 64,
@@ -199,6 +235,9 @@ def quick_student(
         torch.set_num_threads(threads)
     cfg = dataclasses.asdict(tok.config)
     cfg["char_ngrams"] = list(tok.config.char_ngrams)
+    extra: dict[str, Any] = {}
+    if acts:
+        extra["abstain"] = _quick_abstain(model.eval(), tok, intents)
     return save_checkpoint(
         Path(out_dir) / "student.safetensors",
         model.eval(),
@@ -208,6 +247,24 @@ def quick_student(
             "task": "email",
             "tokenizer": cfg,
             "intents": intents,
-            "quick_student": {"seed": seed, "n": n, "epochs": epochs},
+            "quick_student": {"seed": seed, "n": n, "epochs": epochs, "acts": acts},
+            **extra,
         },
     )
+
+
+def _quick_abstain(model: Any, tok: Any, labels: list[str]) -> dict[str, Any]:
+    """The abstain rule of a reply-act model, calibrated on the dev set + the no-reply training emails."""
+    import torch
+
+    from kdmobile.tasks.email.abstain import calibrate
+    from kdmobile.tasks.email.act_teacher import load_no_reply
+    from kdmobile.tasks.email.pipeline import load_eval_rows
+
+    col = {k: i for i, k in enumerate(labels)}
+    dev = load_eval_rows("heldout")
+    no_reply = load_no_reply()
+    with torch.no_grad():
+        z = model(torch.from_numpy(tok.encode_batch([r["text"] for r in dev] + no_reply))).numpy()
+    rule = calibrate(z, [[col[a] for a in r["acts"]] for r in dev] + [[] for _ in no_reply])
+    return {k: rule[k] for k in ("score", "threshold")}

@@ -153,6 +153,9 @@ RUNS: dict[str, RunConfig] = {
     )
 }
 
+# The recipe ``make demo`` trains (the pipeline's teacher stage): the run with the best dev top-1 above.
+FINAL = dataclasses.replace(RUNS["dual-lr1e-4"], name="final")
+
 
 # ------------------------------------------------------------------------------------------- targets
 def migration_map(acts: Mapping[str, Any]) -> dict[str, list[str]]:

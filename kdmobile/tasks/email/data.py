@@ -180,6 +180,8 @@ class DataConfig:
         n_sentences: single sentences (or two in a row) cut from fresh generated emails: short, cheap for
             the teacher, and they teach the student what each phrase means on its own.
         chatterbot: add the chatterbot-corpus English messages (some wrapped in greetings/sign-offs).
+        act_repeat: how often each reply act's ``when`` line and examples enter the students' labelled set.
+        no_reply_repeat: how often each hand-written no-reply email enters it (labelled ``none``).
         seed: base seed; train, val and transfer use seed, seed + 1, seed + 2.
     """
 
@@ -189,6 +191,8 @@ class DataConfig:
     n_augment: int = 6000
     n_sentences: int = 12000
     chatterbot: bool = True
+    act_repeat: int = 4
+    no_reply_repeat: int = 8
     seed: int = 0
 
 

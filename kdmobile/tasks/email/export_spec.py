@@ -4,7 +4,7 @@
 
 Real samples come from :func:`kdmobile.tasks.email.sample_inputs` (``heldout`` for validation, ``generated``
 for calibration), tokenised with the checkpoint's ``HashTokenizer``. Seeded random ids cover every content length from 1 to ``L``. Also the bundle extras:
-``tokenizer.json``, ``replies.json``, ``teacher_predictions.json`` and the README paragraph.
+``tokenizer.json``, ``replies.json`` (a reply-act student's: the acts' replies and its abstain rule), ``teacher_predictions.json`` and the README paragraph.
 """
 
 from __future__ import annotations
@@ -79,16 +79,44 @@ def email_spec(
     )
 
 
+# The browser demo's reason when it abstains (the demo shows it instead of chips).
+ABSTAIN_REASON = "No reply needed — this looks like a notification, a newsletter or an FYI."
+
+
+def act_replies(abstain: dict[str, Any] | None) -> str:
+    """``replies.json`` of a reply-act student: every act's replies (one chip per act) and the abstain rule.
+
+    ``{"version": 2, "intents": [{"id", "description", "replies"}], "none": "none", "abstain": {"score",
+    "threshold", "reason"}}``; ``abstain`` is null for a checkpoint without a calibrated rule.
+    """
+    from kdmobile.tasks.email.acts import load_reply_acts
+
+    acts = load_reply_acts()
+    doc = {
+        "version": 2,
+        "description": acts["description"],
+        "intents": [{k: a[k] for k in ("id", "description", "replies")} for a in acts["intents"]],
+        "none": "none",
+        "abstain": {**abstain, "reason": ABSTAIN_REASON} if abstain else None,
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
 def bundle_files(spec: ModelSpec, meta: dict[str, Any], checkpoint: Path | None) -> dict[str, Any]:
     """``tokenizer.json`` (the JS port reads it), ``replies.json`` and, when the demo wrote it beside the
     checkpoint, ``teacher_predictions.json`` (the browser demo's teacher panel).
 
-    The tokenizer is the spec's (a checkpoint export) or the metadata's; without either (a model exported
-    from memory with ``task="email"``) the bundle has no ``tokenizer.json``.
+    ``replies.json`` of a reply-act student (``intents`` ending with ``none``) is :func:`act_replies`, with
+    the checkpoint's abstain rule; of a 48-intent student, the intents' ``replies.json``. The tokenizer is
+    the spec's (a checkpoint export) or the metadata's; without either (a model exported from memory with
+    ``task="email"``) the bundle has no ``tokenizer.json``.
     """
     from kdmobile.tasks.email import _tokenizer
 
-    files: dict[str, Any] = {"replies.json": REPLIES}
+    intents = list(meta.get("intents") or spec.metadata.get("intents") or [])
+    files: dict[str, Any] = {
+        "replies.json": act_replies(meta.get("abstain")) if "none" in intents else REPLIES
+    }
     config = spec.metadata.get("tokenizer_config") or meta.get("tokenizer")
     if config:
         files["tokenizer.json"] = _tokenizer(config).to_json() + "\n"
@@ -117,5 +145,8 @@ def bundle_notes(spec: ModelSpec) -> str:
             "`kdmobile/tasks/email/tokenizer.py`, JavaScript port in `demo_app/tokenizer.js`). Output: one score per",
             f"intent, `{classes}` floats; `meta.json` → `intents` gives the intent id of each position and",
             "`replies.json` the replies of each intent (suggest replies of the top intents, one per intent).",
+            "A reply-act model's last output is `none` (no reply wanted): it is never suggested, and when",
+            "`replies.json` → `abstain` says so (`p_none`: softmax of `none` >= `threshold`; `max_act_prob`: best act",
+            "probability < `threshold`) show no suggestion at all.",
         ]
     )

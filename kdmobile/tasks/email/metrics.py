@@ -89,3 +89,29 @@ def compute(
         pt = softmax(t)
         out["kl"] = float(np.mean((pt * (log_softmax(t) - log_softmax(logits))).sum(-1)))
     return out
+
+
+def compute_acts(
+    logits: np.ndarray,
+    acceptable: Sequence[Sequence[int]],
+    teacher_logits: np.ndarray | None = None,
+    *,
+    n_acts: int | None = None,
+    k: int = 3,
+) -> dict[str, float]:
+    """:func:`compute` over reply acts, on the emails that want a reply.
+
+    Emails whose ``acceptable`` is empty (no reply wanted) are left out; the ``none`` column (and any
+    column from ``n_acts`` on) is not a suggestion, so only the first ``n_acts`` columns are ranked, for
+    the model and the teacher alike (agreement = same best act; KL over the act columns, renormalised).
+
+    Args:
+        n_acts: how many leading columns are acts; default: every column but the last.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] != len(acceptable):
+        raise ValueError(f"logits must be [N, C] with N = {len(acceptable)} emails, got shape {z.shape}")
+    n_acts = z.shape[1] - 1 if n_acts is None else n_acts
+    keep = [i for i, ok in enumerate(acceptable) if len(ok)]
+    t = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float64)[keep, :n_acts]
+    return compute(z[keep, :n_acts], [acceptable[i] for i in keep], t, k=k)

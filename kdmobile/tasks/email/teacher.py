@@ -362,6 +362,106 @@ def load_or_train(
     return model, info
 
 
+ACT_ARCHITECTURE = "email-act-teacher"
+
+
+def act_cache_key(run: Any, acts: dict[str, Any], texts: Sequence[str], targets: np.ndarray) -> str:
+    """Key of a reply-act teacher: its recipe, the base weights, the reply acts and the training data."""
+    blob = json.dumps(
+        {
+            "run": dataclasses.asdict(run),
+            "base": base_identity(TeacherConfig(max_len=run.max_len)),
+            "acts": acts,
+            "data": data_identity(texts, targets),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_act_teacher(path: str | Path) -> tuple[nn.Module, Any, Any]:
+    """``(model, tokenizer, run config)`` of a saved reply-act teacher (``teacher.safetensors``)."""
+    from safetensors.torch import load_file
+
+    from kdmobile.checkpoint import read_metadata
+    from kdmobile.tasks.email import act_teacher as A
+
+    meta = read_metadata(path)
+    if meta.get("architecture", ACT_ARCHITECTURE) != ACT_ARCHITECTURE or "run_config" not in meta:
+        raise UsageError(f"{path}: not a reply-act teacher (no run_config in its metadata)")
+    run = A.RunConfig(
+        **{k: v for k, v in meta["run_config"].items() if k in A.RunConfig.__dataclass_fields__}
+    )
+    acts = meta["acts"]
+    tok = load_tokenizer(TeacherConfig(max_len=run.max_len))
+    model = A.build_model(run, tok, acts["intents"])
+    model.load_state_dict(load_file(str(path)))
+    model.eval().requires_grad_(False)
+    return model, tok, run
+
+
+def load_or_train_acts(
+    run: Any, acts: dict[str, Any], cache_root: str | Path, *, log: Callable[[str], None] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The reply-act teacher of recipe ``run`` (:mod:`~kdmobile.tasks.email.act_teacher`), from
+    ``cache_root/teacher-<key>/`` when it is there and verifies, else trained and saved there.
+
+    Its logits are ``[B, acts + 1]``: one per act of ``acts["intents"]``, then ``none``.
+
+    Returns:
+        (teacher in eval mode, info with ``status`` "reused" | "trained", ``dir``, ``key``, ``seconds``).
+    """
+    from kdmobile.checkpoint import save_checkpoint
+    from kdmobile.io import sha256_file
+    from kdmobile.tasks.email import act_teacher as A
+
+    log = log or (lambda m: print(m, file=sys.stderr))
+    if run.chat:
+        raise UsageError("the pipeline's act teacher cannot use chat=True (its data depends on the model)")
+    texts, y, _ = A.training_set(run, acts)
+    key = act_cache_key(run, acts, texts, y)
+    folder = Path(cache_root) / f"teacher-{key[:16]}"
+    weights = folder / "teacher.safetensors"
+    t0 = time.perf_counter()
+    if weights.is_file():
+        try:
+            from kdmobile.checkpoint import read_metadata
+
+            meta = read_metadata(weights)
+            if meta.get("key") != key or sha256_file(weights) != meta.get("sha256"):
+                raise UsageError("key or sha256 mismatch")
+            model, _, _ = load_act_teacher(weights)
+            secs = round(time.perf_counter() - t0, 2)
+            info = {"status": "reused", "dir": str(folder), "key": key, "seconds": secs}
+            return model, {**info, "training": meta.get("training", {})}
+        except (UsageError, RuntimeError, KeyError, TypeError, json.JSONDecodeError) as e:
+            log(f"kdmobile: cached teacher in {folder} is unusable ({e}); training again")
+    model, _, train_info = A.train(run, acts)
+    model.requires_grad_(False)
+    save_checkpoint(
+        weights,
+        model,
+        architecture=ACT_ARCHITECTURE,
+        model_config={"num_intents": len(acts["intents"]) + 1},
+        metadata={
+            "task": "email",
+            "key": key,
+            "run_config": dataclasses.asdict(run),
+            "acts": acts,
+            "intents": [a["id"] for a in acts["intents"]] + [A.NONE],
+            "training": train_info,
+        },
+    )
+    info = {
+        "status": "trained",
+        "dir": str(folder),
+        "key": key,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    log(f"kdmobile: act teacher trained in {info['seconds']:.0f}s: {folder}")
+    return model, {**info, "training": train_info}
+
+
 @torch.no_grad()
 def predict_logits(
     teacher: Callable[..., torch.Tensor],
