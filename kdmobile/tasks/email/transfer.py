@@ -47,11 +47,12 @@ SOURCES = ("gen", "augment", "snippet", "mix", "chat")
 class TransferConfig:
     """How many transfer texts, and the share of each source (:data:`SOURCES`) in them.
 
-    The ``acts`` rows (act ``when`` lines and examples, no-reply emails) are always in and count towards
+    ``task_args.transfer`` of ``configs/email.toml``: the pipeline adds these texts to its transfer set
+    (``n = 0``, the default: none). The ``acts`` rows (act ``when`` lines and examples, no-reply emails) are always in and count towards
     ``n``; ``chat`` is capped by the corpus size (the rest goes to ``gen``).
     """
 
-    n: int = 30000
+    n: int = 0
     gen: float = 0.35
     augment: float = 0.25
     snippet: float = 0.2
@@ -97,6 +98,8 @@ def transfer_texts(cfg: TransferConfig) -> tuple[list[str], list[str], dict[str,
     from kdmobile.tasks.email.data import augment, load_chatterbot, normalise, snippets, wrap_chat
     from kdmobile.tasks.email.generator import generate
 
+    if cfg.n <= 0:
+        return [], [], {"n": 0, "dropped_heldout": 0, "per_source": {}}
     s = 7000 + 100 * cfg.seed  # seeds of their own (the pipeline uses 0..99, the act teacher 1000+)
     fixed = act_texts()
     rest = max(0, cfg.n - len(fixed))
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", required=True, help="a saved act-teacher run, <dir>/<run>.pt")
-    ap.add_argument("-n", type=int, default=TransferConfig.n, help="transfer texts in the mix")
+    ap.add_argument("-n", type=int, default=30000, help="transfer texts in the mix")
     ap.add_argument("--score", type=int, default=0, help="score the first N texts of the mix (0 = all)")
     ap.add_argument("--max-len", type=int, default=0, help="teacher wordpieces per text (0 = the run's own)")
     ap.add_argument("--out", default="build/transfer", help="cache directory")

@@ -95,6 +95,7 @@ def _runs() -> dict[str, TxRun]:
 
 
 RUNS = _runs()
+MIX = 30000  # the transfer mix every run takes a prefix of
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -115,7 +116,7 @@ class Corpus:
             raise UsageError(f"{teacher}: not a saved act-teacher run of {sorted(TEACHER_RUNS)}")
         self.train_texts, self.train_y, _ = training_set(TEACHER_RUNS[name], acts)
         # The first ``transfer_n`` texts of the 30k mix: every smaller run uses a prefix of them.
-        texts, sources, self.tx_info = transfer_texts(TransferConfig())
+        texts, sources, self.tx_info = transfer_texts(TransferConfig(n=MIX))
         self.tx_texts, self.tx_sources = texts[:transfer_n], sources[:transfer_n]
         self.dev = load_heldout_ab_acts()
         self.timing: dict[str, Any] = {}
@@ -262,6 +263,7 @@ def run_one(corpus: Corpus, run: TxRun, out: Path) -> dict[str, Any]:
 
     tr_ids, tx_ids, dev_ids = corpus.encoded(run)
     lab = corpus.train_y / corpus.train_y.sum(1, keepdims=True)
+    n = 0
     if run.targets == "labels":
         ids, y = tr_ids, lab
     elif run.targets == "distilled":
@@ -274,7 +276,7 @@ def run_one(corpus: Corpus, run: TxRun, out: Path) -> dict[str, Any]:
     info = fit_soft(model, ids, y, run, corpus.log)
     figs = dev_figures(predict(model, dev_ids), corpus.dev_p, corpus.dev, corpus.act_ids)
     params = int(sum(p.numel() for p in model.parameters()))
-    res = {"run": dataclasses.asdict(run), "params": params, **info, "dev": figs}
+    res = {"run": dataclasses.asdict(run), "params": params, "transfer_used": n, **info, "dev": figs}
     write_json(out / "runs" / f"{run.name}.json", res)
     corpus.log(
         f"tx_student: {run.name}: {params:,} params, dev top-1 {figs['top1']:.1%} R@3 {figs['recall_at_3']:.1%} "
@@ -295,7 +297,7 @@ def table(out: Path, teacher: dict[str, Any] | None = None) -> str:
     for f in sorted((out / "runs").glob("*.json")):
         r = json.loads(f.read_text())
         d = r["dev"]
-        tx = r["run"]["transfer"] if r["run"]["targets"] == "distilled" else 0
+        tx = r["transfer_used"]
         lines.append(
             f"| {f.stem} | {r['params']:,} | {tx} | {d['top1']:.1%} | {d['recall_at_3']:.1%} | {d['agreement']:.1%} "
             f"| {d['agreement_none']:.1%} | {d['kl']:.3f} | {r['train_seconds']:.0f} |"
