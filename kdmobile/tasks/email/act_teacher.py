@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python -m kdmobile.tasks.email.act_teacher --out build/act_teacher --runs zeroshot,cls,dual
     OMP_NUM_THREADS=1 python -m kdmobile.tasks.email.act_teacher --out build/act_teacher --final dual
 
-A standalone experiment, not wired into the pipeline. Every run fine-tunes all-MiniLM-L6-v2 (the teacher's
+The pipeline (``make demo``) trains ``FINAL``; the other runs are the measured alternatives. Every run fine-tunes all-MiniLM-L6-v2 (the teacher's
 encoder, loaded as :mod:`kdmobile.tasks.email.teacher` loads it) to score the 54 reply acts of
 ``data/reply_acts.json`` plus a ``none`` column (no suggestion wanted), and is scored on the dev set
 ``heldout_ab_acts`` only; ``--final NAME`` scores a saved run once on ``heldout_c`` (the test set, never used

@@ -1,18 +1,27 @@
 """The email smart-reply pipeline behind ``make demo``: a list of stages, each a function of a context.
 
     kdmobile demo --workdir build --set task_args.demo.seeds=[0]
+    kdmobile demo --config configs/email_quick.toml --workdir build/quick   # minutes, small data
 
-Stages (``default_stages()``; append more, e.g. export and bench, with ``Stage(name, fn)``):
+The model's outputs are the 54 reply acts of ``data/reply_acts.json`` (what the user sends, one chip per
+act) and a last ``none`` column (no reply wanted). Stages (``default_stages()``; append more, e.g. export and
+bench, with ``Stage(name, fn)``):
 
-1. ``data``: generate the labelled corpus, the validation set and the unlabelled transfer set; load the
-   hand-written held-out set and check it is disjoint from everything trained on; tokenise for both models.
-2. ``teacher``: fine-tune all-MiniLM-L6-v2 on the corpus, or reuse ``<workdir>/email/teacher-<key>/``.
+1. ``data``: generate the labelled corpus (relabelled onto acts through the reply acts' ``migration``), the
+   validation set and the unlabelled transfer set; add every act's ``when`` line and examples and the
+   hand-written no-reply emails (``none``); load both held-out sets (``heldout``: heldout_a/b relabelled
+   onto acts, the dev set; ``heldout_c``) and check they are disjoint from everything trained on.
+2. ``teacher``: train the reply-act dual encoder (:mod:`~kdmobile.tasks.email.act_teacher`, recipe
+   ``task_args.act_teacher``), or reuse ``<workdir>/email/teacher-<key>/``.
 3. ``teacher_cache``: the teacher's logits over the transfer set, in the engine's teacher-output cache;
    its held-out predictions (``teacher_predictions.json``, ``heldout_eval.npz``).
-4. ``distill``: the student distilled from the cached soft targets + hard labels, one run per seed.
+4. ``distill``: the student (``task_args.student.kind``) distilled from the cached soft targets over acts +
+   ``none`` and the hard labels, one run per seed; the first seed's student is saved with its abstain rule
+   (:mod:`~kdmobile.tasks.email.abstain`, calibrated on the dev set + the no-reply training emails).
 5. ``scratch``: the identical student on hard labels only, one run per seed (the baseline).
 6. ``cache_speedup``: one distillation epoch with the teacher online vs one reading the cache.
-7. ``report``: ``<workdir>/report/task.json`` and ``task.md``.
+7. ``report``: ``<workdir>/report/task.json`` and ``task.md``: both held-out sets, on the emails that want
+   a reply, and the abstain rule's coverage vs precision.
 
 Every stage records its wall time in ``ctx.timings``; outputs other engineers read are written atomically:
 ``<workdir>/email/student.safetensors`` (+ ``.json``), ``teacher_predictions.json``, ``heldout_eval.npz``.
@@ -939,8 +948,11 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"({c.get('cached_epoch_seconds', 0):.2f} s) than with the teacher online ({c.get('online_epoch_seconds', 0):.1f} s), "
         f"{c.get('rows', 0)} rows, batch {c.get('batch_size', 0)}.",
         "",
-        "Stage wall times: "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in report.get("timings_seconds", {}).items()),
+        "Stage wall times (CPU seconds of the process; on a shared machine the wall time is the noisier): "
+        + ", ".join(
+            f"{k} {v:.0f} s ({report.get('cpu_seconds', {}).get(k, float('nan')):.0f})"
+            for k, v in report.get("timings_seconds", {}).items()
+        ),
         "",
     ]
     return "\n".join(lines)

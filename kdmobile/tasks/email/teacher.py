@@ -292,6 +292,23 @@ def fine_tune(
     return model, info
 
 
+def _verified_metadata(weights: Path, key: str) -> dict[str, Any]:
+    """The metadata of cached teacher weights, after checking their cache key and sha256.
+
+    Raises:
+        UsageError: another key, or weights that do not match their sha256.
+    """
+    from kdmobile.checkpoint import read_metadata
+    from kdmobile.io import sha256_file
+
+    meta = read_metadata(weights)
+    if meta.get("key") != key:
+        raise UsageError("key mismatch")
+    if sha256_file(weights) != meta.get("sha256"):
+        raise UsageError("weights do not match their sha256")
+    return meta
+
+
 def load_or_train(
     cfg: TeacherConfig,
     texts: Sequence[str],
@@ -309,8 +326,7 @@ def load_or_train(
     """
     from safetensors.torch import load_file
 
-    from kdmobile.checkpoint import read_metadata, save_checkpoint
-    from kdmobile.io import sha256_file
+    from kdmobile.checkpoint import save_checkpoint
 
     log = log or (lambda m: print(m, file=sys.stderr))
     key = cache_key(cfg, data_identity(texts, targets), intents)
@@ -319,11 +335,7 @@ def load_or_train(
     t0 = time.perf_counter()
     if weights.is_file():
         try:
-            meta = read_metadata(weights)
-            if meta.get("key") != key:
-                raise UsageError("key mismatch")
-            if sha256_file(weights) != meta.get("sha256"):
-                raise UsageError("weights do not match their sha256")
+            meta = _verified_metadata(weights, key)
             model = build_teacher(cfg, len(intents), pretrained=False)
             model.load_state_dict(load_file(str(weights)))
             model.eval().requires_grad_(False)
@@ -412,7 +424,6 @@ def load_or_train_acts(
         (teacher in eval mode, info with ``status`` "reused" | "trained", ``dir``, ``key``, ``seconds``).
     """
     from kdmobile.checkpoint import save_checkpoint
-    from kdmobile.io import sha256_file
     from kdmobile.tasks.email import act_teacher as A
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -425,11 +436,7 @@ def load_or_train_acts(
     t0 = time.perf_counter()
     if weights.is_file():
         try:
-            from kdmobile.checkpoint import read_metadata
-
-            meta = read_metadata(weights)
-            if meta.get("key") != key or sha256_file(weights) != meta.get("sha256"):
-                raise UsageError("key or sha256 mismatch")
+            meta = _verified_metadata(weights, key)
             model, _, _ = load_act_teacher(weights)
             secs = round(time.perf_counter() - t0, 2)
             info = {"status": "reused", "dir": str(folder), "key": key, "seconds": secs}
@@ -452,14 +459,15 @@ def load_or_train_acts(
             "training": train_info,
         },
     )
-    info = {
+    seconds = round(time.perf_counter() - t0, 2)
+    log(f"kdmobile: act teacher trained in {seconds:.0f}s: {folder}")
+    return model, {
         "status": "trained",
         "dir": str(folder),
         "key": key,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": seconds,
+        "training": train_info,
     }
-    log(f"kdmobile: act teacher trained in {info['seconds']:.0f}s: {folder}")
-    return model, {**info, "training": train_info}
 
 
 @torch.no_grad()
