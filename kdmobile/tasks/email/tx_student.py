@@ -66,31 +66,32 @@ class TxRun:
     seed: int = 0
 
 
+# Student shapes measured (``<shape>-<transfer size>`` or ``<shape>-labels`` for the labels-only baseline).
+SHAPES: dict[str, dict[str, Any]] = {
+    "base": {},  # the pipeline's n-gram student: 16384 buckets x 64, hidden 128 (~1.08M params)
+    "small": {"num_buckets": 8192, "dim": 48},  # <= 1/50 of the teacher
+    "small-c24": {"num_buckets": 8192, "dim": 48, "char_ngrams": (2, 4)},
+    "small-c35": {"num_buckets": 8192, "dim": 48, "char_ngrams": (3, 5)},
+    "small-w1": {"num_buckets": 8192, "dim": 48, "word_ngrams": 1},
+    "small-h256": {"num_buckets": 8192, "dim": 48, "hidden": 256},
+    "small-td0": {"num_buckets": 8192, "dim": 48, "token_dropout": 0.0},
+    "small-nogate": {"num_buckets": 8192, "dim": 48, "gated": False},
+    "small-nowv": {"num_buckets": 8192, "dim": 48, "word_vectors": False},
+    "small-12ep": {"num_buckets": 8192, "dim": 48, "epochs": 12},
+    "b4k-d96": {"num_buckets": 4096, "dim": 96},
+    "wide": {"dim": 128, "hidden": 256},
+    "wide-12ep": {"dim": 128, "hidden": 256, "epochs": 12},
+}
+SIZES = {"0k": 0, "3k": 3000, "10k": 10000, "30k": 30000}
+
+
 def _runs() -> dict[str, TxRun]:
-    r = TxRun
-    small = {"num_buckets": 8192, "dim": 48}
-    runs = [
-        r("labels", targets="labels"),
-        r("base-3k", transfer=3000),
-        r("base-10k", transfer=10000),
-        r("base-30k", transfer=30000),
-        r("base-0k", transfer=0),
-        r("small-labels", targets="labels", **small),
-        r("small-30k", **small),
-        r("small-30k-12ep", epochs=12, **small),
-        r("small-30k-c25", char_ngrams=(2, 5), **small),
-        r("small-30k-c24", char_ngrams=(2, 4), **small),
-        r("small-30k-h256", hidden=256, **small),
-        r("small-30k-td0", token_dropout=0.0, **small),
-        r("small-30k-nowv", word_vectors=False, **small),
-        r("b4k-d96-30k", num_buckets=4096, dim=96),
-        r("wide-30k", dim=128, hidden=256),
-        r("wide-30k-12ep", dim=128, hidden=256, epochs=12),
-    ]
-    for seed in (1, 2):
-        runs += [r(f"labels-s{seed}", targets="labels", seed=seed), r(f"base-30k-s{seed}", seed=seed)]
-        runs += [r(f"small-labels-s{seed}", targets="labels", seed=seed, **small)]
-        runs += [r(f"small-30k-s{seed}", seed=seed, **small)]
+    runs = []
+    for shape, kw in SHAPES.items():
+        for seed in (0, 1, 2):
+            tail = "" if seed == 0 else f"-s{seed}"
+            runs.append(TxRun(f"{shape}-labels{tail}", targets="labels", seed=seed, **kw))
+            runs += [TxRun(f"{shape}-{k}{tail}", transfer=v, seed=seed, **kw) for k, v in SIZES.items()]
     return {x.name: x for x in runs}
 
 
