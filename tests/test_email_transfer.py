@@ -83,3 +83,37 @@ def test_teacher_probs_cache_reuses_the_chunks_of_a_prefix(zeroshot, mix, tmp_pa
     other = path.with_name("other.pt")
     other.write_bytes(path.read_bytes() + b"\0")
     assert X.teacher_probs(other, texts[:8], tmp_path, **kw)[1]["chunks_computed"] == 1
+
+
+def test_trimmed_batches_give_the_students_untrimmed_outputs():
+    import torch
+
+    from kdmobile.tasks.email.model import EmailStudent
+    from kdmobile.tasks.email.tx_student import _trim
+
+    torch.manual_seed(0)
+    model = EmailStudent(num_buckets=64, dim=8, hidden=16, num_intents=5, gated=True).eval()
+    torch.nn.init.normal_(model.gate.weight)  # a gate far from a plain mean
+    ids = np.zeros((3, 12), np.int64)
+    ids[0, :5], ids[1, :2], ids[2, :7] = [1, 2, 3, 4, 5], [9, 9], [7, 1, 8, 2, 6, 3, 5]
+    assert _trim(ids).shape == (3, 7) and _trim(np.zeros((2, 4), np.int64)).shape == (2, 1)
+    with torch.no_grad():
+        full, cut = model(torch.from_numpy(ids)), model(torch.from_numpy(_trim(ids)))
+    torch.testing.assert_close(cut, full, rtol=1e-6, atol=1e-6)
+
+
+def test_dev_figures_on_a_hand_computed_case():
+    from kdmobile.tasks.email.tx_student import dev_figures
+
+    ids = ["yes", "no", "thanks"]
+    rows = [{"acts": ["yes"]}, {"acts": ["thanks", "no"]}, {"acts": []}]
+    # columns: yes, no, thanks, none
+    student = np.array([[0.5, 0.2, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.2, 0.5, 0.2, 0.1]])
+    teacher = np.array([[0.6, 0.1, 0.2, 0.1], [0.1, 0.5, 0.3, 0.1], [0.1, 0.5, 0.1, 0.3]])
+    f = dev_figures(student, teacher, rows, ids)
+    # top-1 on the two emails with acts: yes (right), thanks (right); agreement over acts: yes=yes,
+    # thanks!=no, no=no; over all four columns: yes=yes, none!=no, no=no.
+    assert (f["top1"], f["recall_at_3"]) == (1.0, 1.0)
+    assert f["agreement"] == pytest.approx(2 / 3) and f["agreement_none"] == pytest.approx(2 / 3)
+    kl = np.mean((teacher * np.log(teacher / student)).sum(1))
+    assert f["kl"] == pytest.approx(kl, abs=1e-6)

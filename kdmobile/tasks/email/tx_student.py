@@ -204,7 +204,7 @@ def fit_soft(model: Any, ids: np.ndarray, targets: np.ndarray, run: TxRun, log: 
         loss_sum = 0.0
         for s in range(0, len(ids), run.batch_size):
             b = order[s : s + run.batch_size]
-            x = torch.from_numpy(ids[b].astype(np.int64))
+            x = torch.from_numpy(_trim(ids[b]).astype(np.int64))
             loss = -(y[b] * torch.log_softmax(model(x), -1)).sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -217,6 +217,13 @@ def fit_soft(model: Any, ids: np.ndarray, targets: np.ndarray, run: TxRun, log: 
             )
     model.eval()
     return {"train_seconds": round(time.perf_counter() - t0, 1), "rows": len(ids), "epochs": run.epochs}
+
+
+def _trim(ids: np.ndarray) -> np.ndarray:
+    """Drop the padding columns every row of the batch has (ids are left-aligned, 0 = padding): the
+    student masks padding out, so its outputs are the same, and short texts cost far less."""
+    used = np.flatnonzero((ids != 0).any(0))
+    return ids[:, : (used[-1] + 1 if len(used) else 1)]
 
 
 def predict(model: Any, ids: np.ndarray, batch_size: int = 256) -> np.ndarray:
