@@ -1,12 +1,14 @@
 """Reply-act students distilled on teacher-labelled transfer text, measured by agreement with the teacher.
 
     OMP_NUM_THREADS=1 python -m kdmobile.tasks.email.tx_student --teacher build/act_teacher/dual-lr1e-4.pt --runs base-3k,base-10k,base-30k --out build/tx_student
+    OMP_NUM_THREADS=1 python -m kdmobile.tasks.email.tx_student --teacher build/act_teacher/dual-lr1e-4.pt --out build/tx_student --final small-30k
 
 A standalone experiment next to the pipeline (issue 12, item 5). One act teacher
 (:mod:`kdmobile.tasks.email.act_teacher`, a saved run) labels the transfer texts of
 :mod:`kdmobile.tasks.email.transfer`, its own training rows and the dev set ``heldout_ab_acts`` once
 (cached); every run then trains an :class:`~kdmobile.tasks.email.model.EmailStudent` over the 54 acts +
-``none`` and is scored on the dev set only (heldout_c is never used here):
+``none`` and is scored on the dev set only (``--final RUN`` scores one saved run once on heldout_c, which
+is never used for a choice):
 
 - ``top1`` / ``recall_at_3``: the best act / one of the best three is acceptable (emails with acts);
 - ``agreement``: the student's best act equals the teacher's (all dev emails, act columns only: what the
@@ -267,6 +269,8 @@ def word_vector_init(run: TxRun, cache_root: Path) -> tuple[np.ndarray, np.ndarr
 
 
 def run_one(corpus: Corpus, run: TxRun, out: Path) -> dict[str, Any]:
+    import torch
+
     from kdmobile.io import write_json
 
     tr_ids, tx_ids, dev_ids = corpus.encoded(run)
@@ -286,6 +290,10 @@ def run_one(corpus: Corpus, run: TxRun, out: Path) -> dict[str, Any]:
     params = int(sum(p.numel() for p in model.parameters()))
     res = {"run": dataclasses.asdict(run), "params": params, "transfer_used": n, **info, "dev": figs}
     write_json(out / "runs" / f"{run.name}.json", res)
+    from kdmobile.io import atomic_path
+
+    with atomic_path(out / "runs" / f"{run.name}.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
     corpus.log(
         f"tx_student: {run.name}: {params:,} params, dev top-1 {figs['top1']:.1%} R@3 {figs['recall_at_3']:.1%} "
         f"agreement {figs['agreement']:.1%} ({info['train_seconds']:.0f} s)"
@@ -313,6 +321,37 @@ def table(out: Path, teacher: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
+def final(teacher: str | Path, out: Path, name: str) -> dict[str, Any]:
+    """Score the saved run ``name`` once on heldout_c (the test set, never used for a choice), with the
+    teacher's figures on it; written into ``<out>/runs/<name>.json``."""
+    import torch
+
+    from kdmobile.io import write_json
+    from kdmobile.tasks.email.acts import load_heldout_c, load_reply_acts
+    from kdmobile.tasks.email.tokenizer import HashTokenizer
+    from kdmobile.tasks.email.transfer import teacher_probs
+
+    path = out / "runs" / f"{name}.json"
+    if name not in RUNS or not path.is_file() or not path.with_suffix(".pt").is_file():
+        raise UsageError(f"{path}: train the run first (--runs {name})")
+    res = json.loads(path.read_text())
+    if "heldout_c" in res:
+        raise UsageError(f"{path}: heldout_c was already scored for {name!r}; it is scored once")
+    run = RUNS[name]
+    rows = load_heldout_c()
+    act_ids = [a["id"] for a in load_reply_acts()["intents"]]
+    t_p, _ = teacher_probs(teacher, [r["text"] for r in rows], out / "teacher")
+    model = new_ngram_student(run, t_p.shape[1])
+    model.load_state_dict(torch.load(path.with_suffix(".pt")))
+    ids = HashTokenizer(tokenizer_config(run)).encode_batch([r["text"] for r in rows]).astype(np.int32)
+    res["heldout_c"] = {
+        "student": dev_figures(predict(model, ids), t_p, rows, act_ids),
+        "teacher": dev_figures(t_p, t_p, rows, act_ids),
+    }
+    write_json(path, res)
+    return res["heldout_c"]
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -324,9 +363,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--transfer", type=int, default=30000, help="transfer texts scored by the teacher")
     ap.add_argument("--out", default="build/tx_student")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--final", default="", help="score this saved run once on heldout_c (the test set)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.final:
+        print(json.dumps(final(args.teacher, out, args.final), indent=1))
+        return
     names = [n for n in args.runs.split(",") if n]
     unknown = [n for n in names if n not in RUNS]
     if unknown:
