@@ -81,6 +81,7 @@ def demo(tmp_path_factory):
             "task_args.data.n_augment=100",
             "task_args.data.n_sentences=100",
             "task_args.data.chatterbot=false",
+            "task_args.transfer.n=160",  # the varied mix of kdmobile/tasks/email/transfer.py
             "task_args.student.word_vectors=false",  # tested in test_email_student.py
             "task_args.demo.seeds=[0, 1]",
             "task_args.demo.speedup_rows=128",
@@ -205,6 +206,22 @@ def test_distilled_runs_read_the_cache_and_scratch_runs_need_no_teacher(demo):
     assert {e["teacher"] for e in hist["epochs"]} == {"cache"} and hist["cache"]["status"] == "reused"
     hist = json.loads((ctx.email_dir / "runs" / "scratch-seed0" / "history.json").read_text())
     assert {e["teacher"] for e in hist["epochs"]} == {"none"}
+
+
+def test_transfer_mix_joins_the_cached_transfer_set(demo):
+    from kdmobile.tasks.email import data as D
+    from kdmobile.tasks.email.transfer import TransferConfig, transfer_texts
+
+    ctx, _, report = demo
+    base = D.transfer_texts(
+        D.DataConfig(n_train=400, n_val=100, n_transfer=200, n_augment=100, n_sentences=100, chatterbot=False)
+    )
+    mix = transfer_texts(TransferConfig(n=160))[0]
+    assert len(mix) == 160 and report["data"]["transfer_unlabelled"] == len(base) + 160
+    # The distilled runs read the teacher-output cache, whose rows the engine checks against the whole
+    # transfer set (the mix included).
+    hist = json.loads((ctx.email_dir / "runs" / "distilled-seed0" / "history.json").read_text())
+    assert hist["cache"]["status"] == "reused"
 
 
 def test_config_file_is_complete_and_strict():

@@ -46,6 +46,8 @@ from kdmobile.errors import CheckFailed, UsageError
 from kdmobile.tasks.email.data import DataConfig, normalise, transfer_texts
 from kdmobile.tasks.email.teacher import TeacherConfig
 from kdmobile.tasks.email.tokenizer import HashTokenizer, TokenizerConfig
+from kdmobile.tasks.email.transfer import TransferConfig
+from kdmobile.tasks.email.transfer import transfer_texts as tx_transfer_texts
 
 ARCHITECTURE = "email-student"
 # Words, word bigrams and character trigrams (robust to typos and unseen word forms); 768 features cover
@@ -135,6 +137,7 @@ class EmailTaskConfig:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     act_teacher: ActTeacherConfig = field(default_factory=ActTeacherConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # p6: extra teacher-labelled mix
     student: StudentConfig = field(default_factory=StudentConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     workdir: str = "build"
@@ -420,6 +423,9 @@ def stage_data(ctx: Context) -> None:
     val_texts, val_y = act_rows(validation_set(t.data), acts)
     hand_texts, hand_y = hand_written_rows(acts, t.data.act_repeat, t.data.no_reply_repeat)
     extra = transfer_texts(t.data)
+    # p6 hook: the varied transfer mix of kdmobile/tasks/email/transfer.py (task_args.transfer.n, 0 = off),
+    # labelled by the teacher through the same teacher-output cache as the rest of the transfer set.
+    extra += tx_transfer_texts(t.transfer)[0]
     evals = {name: load_eval_rows(name) for name in EVAL_SETS}
     no_reply = load_no_reply()
     check_disjoint(
