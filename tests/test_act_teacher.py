@@ -132,3 +132,15 @@ def test_training_set_adds_hand_rows_with_split_targets_and_verbatim_first_repea
     none_rows = [i for i, (_, labels) in enumerate(rows) if not labels]
     assert (y[none_rows, -1] == 1).all()
     assert T.FINAL in T.RUNS.values()
+
+
+def test_score_batches_by_length_but_returns_rows_in_input_order():
+    import dataclasses
+
+    model, tok, info = T.train(dataclasses.replace(T.FINAL, epochs=0), load_reply_acts())  # zero-shot head
+    texts = ["Did the parcel arrive?", "ok", "Thanks so much for the flowers, they made my whole week! " * 3]
+    together = T.score(model, tok, texts, T.FINAL.max_len)
+    alone = np.concatenate([T.score(model, tok, [t], T.FINAL.max_len) for t in texts])
+    assert together.shape == (3, len(load_reply_acts()["intents"]) + 1) and info["steps"] == 0
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(together.sum(1), 1.0, rtol=1e-5)
