@@ -371,17 +371,24 @@ def hand_written_rows(
     acts: dict[str, Any], act_repeat: int, no_reply_repeat: int
 ) -> tuple[list[str], list[int]]:
     """Labelled rows beyond the generator: every act's ``when`` and examples (the acts the old intents
-    never produced), and the hand-written no-reply emails labelled ``none``; each repeated."""
-    from kdmobile.tasks.email.act_teacher import load_no_reply
+    never produced), the hand-written multi-label emails of ``act_train.jsonl`` (hard label: their first act,
+    or ``none``; the distilled students learn the teacher's full distribution on them), and the
+    hand-written no-reply emails labelled ``none``; each repeated."""
+    from kdmobile.tasks.email.act_teacher import load_act_train, load_no_reply
 
     labels = act_labels(acts)
+    index = {a: i for i, a in enumerate(labels)}
     texts: list[str] = []
     y: list[int] = []
+    hand = load_act_train(valid=labels[:-1])
     for _ in range(act_repeat):
         for i, a in enumerate(acts["intents"]):
             for x in [a["when"], *a.get("examples", [])]:
                 texts.append(x)
                 y.append(i)
+        for x, row_acts in hand:
+            texts.append(x)
+            y.append(index[row_acts[0]] if row_acts else len(labels) - 1)
     for _ in range(no_reply_repeat):
         for x in load_no_reply():
             texts.append(x)
