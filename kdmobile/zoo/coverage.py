@@ -375,8 +375,14 @@ def render_markdown(data: dict[str, Any]) -> str:
         "with no kernel of its own name, and runs); TFLite full-integer models get their float inputs "
         "quantized with the input tensor's scale and zero point; TFLite full-integer converts a GRU through "
         "the same GRU written with basic ops (`targets/_rnn.py`) when litert-torch's GRU annotator fails; "
-        "Core ML decomposes GRU/LSTM with PyTorch's own decompositions; a data-dependent shape at "
-        "`torch.export` gets a hint saying what to change.",
+        "Core ML decomposes GRU/LSTM with PyTorch's own decompositions, and `new_ones`/`new_zeros` and the "
+        "bool `&`/`|` of transformers' mask helpers (MiniLM); ExecuTorch int8 keeps integer index arithmetic "
+        "integer before the XNNPACK quantizer lifts scalars to float32 buffers (MiniLM's IndexError; "
+        "executorch#22062), and falls back to quantizing the Linear layers only when XNNPACK's channels-last "
+        "pass fails on dynamically quantized convolutions (MobileViT); TFLite int8 falls back to int8 "
+        "weights with float compute (`weight_only_wi8_afp32`) and onnx-web int8 to `MatMulNBits` 8-bit "
+        "weights with float activations when the per-call activation rounding misses the bar; a "
+        "data-dependent shape at `torch.export` gets a hint saying what to change.",
     ]
     lines += [
         "",
