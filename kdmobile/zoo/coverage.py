@@ -37,6 +37,9 @@ import numpy as np
 from kdmobile.io import write_json, write_text
 
 SCHEMA_VERSION = 1
+# Precisions that take a program already quantized by QAT (``kdmobile compress qat``), not a float model:
+# not part of the matrix (every zoo entry is a float model).
+QAT_ONLY = ("int8-qat",)
 _STATUS_MARK = {
     "ok": "ok",
     "conversion_validated": "conv",
@@ -180,7 +183,8 @@ def _plan(targets: list[str] | None, precisions: list[str] | None) -> list[tuple
         if name not in registry:
             raise UsageError(f"unknown target {name!r}; valid: {', '.join(registry.names())}")
         offered = list(registry.get(name).precisions)
-        plan.append((name, [p for p in offered if not precisions or p in precisions]))
+        keep = [p for p in offered if p not in QAT_ONLY and (not precisions or p in precisions)]
+        plan.append((name, keep))
     return plan
 
 
@@ -245,7 +249,8 @@ def run(
     }
     if resume and out_json.is_file():
         old = json.loads(out_json.read_text())
-        data["models"], data["cells"] = old.get("models", {}), old.get("cells", [])
+        data["models"] = old.get("models", {})
+        data["cells"] = [c for c in old.get("cells", []) if c["precision"] not in QAT_ONLY]
         data["started"] = old.get("started", data["started"])
     done = {(c["model"], c["target"], c["precision"]) for c in data["cells"]}
     t_all = time.perf_counter() - float((data.get("wall_seconds") or 0) if resume else 0)
@@ -436,7 +441,7 @@ def merge(paths: list[Path], out_md: Path) -> dict[str, Any]:
             data["models"].setdefault(name, info)
         for c in r["cells"]:
             key = (c["model"], c["target"], c["precision"])
-            if key not in seen:
+            if key not in seen and c["precision"] not in QAT_ONLY:
                 seen.add(key)
                 c["bar"] = judge(c, data["models"][c["model"]]["real"])  # with the current bars
                 data["cells"].append(c)
