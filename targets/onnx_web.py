@@ -222,6 +222,9 @@ def _weight_only_int8(src: Path, dst: Path) -> None:
         quant.process()
     finally:
         log.setLevel(level)
+    if not any(n.op_type == "MatMulNBits" for n in quant.model.model.graph.node):
+        # e.g. a 2-D Linear exported as Gemm: nothing stored as int8, so this is no int8 artifact
+        raise ValueError("weight-only int8 found no MatMul with a constant weight to quantize")
     onnx.save_model(quant.model.model, str(dst))
 
 
