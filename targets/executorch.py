@@ -20,9 +20,9 @@
     validation, the runner falls back to the quantizer's dynamic mode (int8 weights, activations
     quantized per call, no calibration); the static attempt's numbers stay in ``details.attempts`` and
     the flavour says which; if the dynamic lowering fails (XNNPACK's channels-last pass on MobileViT's
-    dynamically quantized convolutions), ``dynamic-linear`` quantizes the Linear layers only. On the email student static int8 sits right at the 98% top-1 bar (97.5-98.8%
-    on real held-out emails depending on the calibration set: generated emails calibrate ranges the
-    hand-written ones exceed); dynamic keeps 99.7%.
+    dynamically quantized convolutions), ``dynamic-linear`` quantizes the Linear layers only. On the email
+    student static int8 sits right at the 98% top-1 bar (97.5-98.8% on real held-out emails depending on
+    the calibration set: generated emails calibrate ranges the hand-written ones exceed); dynamic keeps 99.7%.
 - int8-qat: a program already quantized by quantization-aware training (``kdmobile compress qat``:
   ``prepare_qat_pt2e`` with this quantizer in QAT mode, KD fine-tuning, ``convert_pt2e``), lowered as it is:
   its trained scales and zero points, no calibration. Not in the default set (it needs that program).

@@ -323,6 +323,17 @@ def _size(b: int | None) -> str:
     return f"{b / 1e6:.2f} MB" if b >= 1e5 else f"{b / 1e3:.1f} kB"
 
 
+INT8_FULL_WHY = (
+    "Why the int8-full misses stay: TFLite full-integer rounds every activation to 8 bits (softmax, "
+    "layer norm, hard-swish and squeeze-excite gates included), with one range per tensor measured on 32 "
+    "calibration samples by litert-torch's PT2E quantizer (per-channel weights). Keeping those ops in float "
+    "would no longer be a full-integer model, and the dynamic-range and weight-only int8 of the same target "
+    "(the `tflite int8` column) is the float-activation alternative. The fix for a full-integer artifact is "
+    "training the ranges: quantization-aware training with the teacher (`kdmobile compress qat`, precision "
+    "`int8-qat`, issue 13)."
+)
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     cells = data["cells"]
     columns = list(dict.fromkeys((c["target"], c["precision"]) for c in cells))
@@ -373,6 +384,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             figures = f" (SQNR {c['sqnr_db']:.1f} dB, top-1 {c['top1_agreement']:.3f})"
         reason = (c["reason"] or "").replace("\n", " ")
         lines.append(f"- **{c['model']}**, {c['target']} {c['precision']}: {what}{figures}. {reason[:400]}")
+    if any(c["status"] == "mismatch" and c["precision"] == "int8-full" for c in cells):
+        lines += ["", INT8_FULL_WHY]
     lines += [
         "",
         "Fixed in the exporters (each a fallback or a local change; see the target files' docstrings): "
