@@ -5,7 +5,8 @@
 - fp32: ``compute_precision=FLOAT32`` (asked for explicitly: close comparisons need it);
 - fp16: Core ML's default ML-program compute precision;
 - recurrent layers (GRU, LSTM, RNN) are decomposed into matmuls and activations first (the converter
-  has no lowering for the fused ``aten.gru`` / ``aten.lstm`` ops);
+  has no lowering for the fused ``aten.gru`` / ``aten.lstm`` ops), and so are the ``Tensor.new_*``
+  factories (``new_ones`` in transformers' attention-mask helpers);
 - int8: the fp16 program with int8 weight compression (``coremltools.optimize.coreml``,
   per-channel symmetric linear quantization of every weight with >= 512 elements; in a small model whose
   largest weight is smaller, that largest weight and any as large, so an int8 artifact always stores int8).
@@ -40,15 +41,40 @@ _ARRAY_TYPES = {65568: "float32", 65600: "float64", 65552: "float16", 131104: "i
 _INT_DTYPES = {"int64": "int32", "int32": "int32"}
 
 
-def _rnn_decompositions() -> dict[Any, Any]:
-    """PyTorch's own decompositions of the fused RNN ops (``aten.gru.input``, ``lstm``, ``rnn_*``): the
-    converter's torch.export front end has no lowering for them ("Unsupported fx node gru"); every other op
-    is kept as it is."""
+def _decompositions() -> dict[Any, Any]:
+    """PyTorch's own decompositions of the ops the converter's torch.export front end has no lowering for;
+    every other op is kept as it is.
+
+    - the fused RNN ops (``aten.gru.input``, ``lstm``, ``rnn_*``): "Unsupported fx node gru";
+    - the ``Tensor.new_*`` factories (``aten.new_ones``, ``new_zeros``, ``new_full``, ``new_empty``):
+      "Unsupported fx node new_ones" on transformers' BERT/MiniLM, whose mask helpers call
+      ``q_idx.new_ones(())``; they decompose to ``aten.full`` / ``empty``, which it converts;
+    - the Python operators ``a & b`` / ``a | b`` on bool masks (``aten.__and__`` / ``__or__``, same
+      helpers: "Unsupported fx node and_1, kind __and__"): PyTorch has no decomposition for them, so they
+      are rewritten to ``logical_and`` / ``logical_or``, which the converter has (its ``bitwise_and`` also
+      takes bool inputs only).
+    """
     import torch
     from torch._decomp import get_decompositions
 
     aten = torch.ops.aten
-    return get_decompositions([aten.gru.input, aten.lstm.input, aten.rnn_tanh.input, aten.rnn_relu.input])
+    table = get_decompositions(
+        [
+            *(aten.gru.input, aten.lstm.input, aten.rnn_tanh.input, aten.rnn_relu.input),
+            *(aten.new_ones, aten.new_zeros, aten.new_full, aten.new_empty),
+        ]
+    )
+
+    def _bool_op(logical: Any, bitwise: Any) -> Any:
+        def op(a: Any, b: Any) -> Any:
+            both_bool = a.dtype == torch.bool and getattr(b, "dtype", None) == torch.bool
+            return logical(a, b) if both_bool else bitwise(a, b)
+
+        return op
+
+    table[aten.__and__.Tensor] = _bool_op(aten.logical_and.default, aten.bitwise_and.Tensor)
+    table[aten.__or__.Tensor] = _bool_op(aten.logical_or.default, aten.bitwise_or.Tensor)
+    return table
 
 
 def _macos_reason() -> str:
@@ -75,7 +101,7 @@ class CoreMLTarget(Target):
 
         with self.stage(Stage.EXPORT):
             ep = torch.export.export(model, spec.torch_example_inputs(), strict=False)
-            ep = ep.run_decompositions(_rnn_decompositions())
+            ep = ep.run_decompositions(_decompositions())
         with self.stage(Stage.LOWER):
             import coremltools as ct
 

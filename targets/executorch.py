@@ -22,13 +22,16 @@
     from ~4.1 MiB to ~1.2 MiB; ``details.embedding_quantization`` lists what was quantized and the
     flavour ends in ``+embedding-byte``.
     If that misses the validation bar, a last variant keeps the table in fp32 (``dynamic-fp32-embedding``).
+  * Integer index arithmetic (``arange(n) + 0`` in transformers' mask helpers) is kept integer before
+    quantization: the quantizer would lift its scalar into a float32 buffer (``_keep_integer_scalars``).
   * Linear layers: PT2E static quantization with ``XNNPACKQuantizer`` (per-channel symmetric weights,
     int8 activations), calibrated on real samples, then lowered the same way. If that artifact fails
     validation, the runner falls back to the quantizer's dynamic mode (int8 weights, activations
     quantized per call, no calibration); the static attempt's numbers stay in ``details.attempts`` and
-    the flavour says which. On the email student static int8 sits right at the 98% top-1 bar (97.5-98.8%
-    on real held-out emails depending on the calibration set: generated emails calibrate ranges the
-    hand-written ones exceed); dynamic keeps 99.7%.
+    the flavour says which; if the dynamic lowering fails (XNNPACK's channels-last pass on MobileViT's
+    dynamically quantized convolutions), ``dynamic-linear`` quantizes the Linear layers only. On the email
+    student static int8 sits right at the 98% top-1 bar (97.5-98.8% on real held-out emails depending on
+    the calibration set: generated emails calibrate ranges the hand-written ones exceed); dynamic keeps 99.7%.
 - int8-qat: a program already quantized by quantization-aware training (``kdmobile compress qat``:
   ``prepare_qat_pt2e`` with this quantizer in QAT mode, KD fine-tuning, ``convert_pt2e``), lowered as it is:
   its trained scales and zero points, no calibration. Not in the default set (it needs that program).
@@ -94,11 +97,15 @@ class ExecuTorchTarget(Target):
 
     def variants(self, precision: str) -> tuple[str | None, ...]:
         # Tried in order until one passes validation. The int8-rows variants come first: they are as
-        # fast as fp32 where ``embedding_byte`` is 2-3x slower (module docstring). The last keeps the
-        # embedding table in fp32 (a bigger file, but the matmuls alone rarely flip a decision).
+        # fast as fp32 where ``embedding_byte`` is 2-3x slower (module docstring); models without embedding
+        # tables skip them (``variant_applies``). The last keeps the embedding table in fp32 (a bigger file,
+        # but the matmuls alone rarely flip a decision).
+        # "dynamic-linear" quantizes the Linear layers only: XNNPACK's ChannelsLastTaggedReshapePass fails on
+        # dynamically quantized convolutions feeding a transformer block (MobileViT: "required rank 4 tensor
+        # to use channels_last format", executorch 1.5.1), so the convolutions stay fp32 there.
         if precision != "int8":
             return (None,)
-        return (*ROWS_VARIANTS, "static", "dynamic", "dynamic-fp32-embedding")
+        return (*ROWS_VARIANTS, "static", "dynamic", "dynamic-linear", "dynamic-fp32-embedding")
 
     def variant_applies(self, variant: str | None, model: Any) -> bool:
         return variant not in ROWS_VARIANTS or has_tables(model)
@@ -111,7 +118,7 @@ class ExecuTorchTarget(Target):
         if precision == "int8-qat":
             return self._export_qat(model, spec, out)
         example = spec.torch_example_inputs()
-        dynamic = variant in ("dynamic", "dynamic-fp32-embedding", *ROWS_VARIANTS)
+        dynamic = variant in ("dynamic", "dynamic-linear", "dynamic-fp32-embedding", *ROWS_VARIANTS)
         embeddings: dict[str, Any] = {"quantized": {}}
         with self.stage(Stage.EXPORT):
             if variant in ROWS_VARIANTS:
@@ -122,7 +129,7 @@ class ExecuTorchTarget(Target):
                 model, embeddings = _byte_embeddings(model)
             ep = torch.export.export(model, example, strict=False)
             if precision == "int8":
-                ep = self._quantize(ep, spec, dynamic)
+                ep = self._quantize(ep, spec, dynamic, linear_only=variant == "dynamic-linear")
         with self.stage(Stage.LOWER):
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
@@ -137,6 +144,8 @@ class ExecuTorchTarget(Target):
         details: dict[str, Any] = {"delegation": delegation, "portable_ops": delegation["portable_ops"]}
         if precision == "int8":
             flavour = "xnnpack-pt2e-dynamic-int8" if dynamic else "xnnpack-pt2e-static-int8"
+            if variant == "dynamic-linear":
+                flavour += " linear-only (fp32 convolutions)"
             details["embedding_quantization"] = embeddings
             if embeddings["quantized"]:
                 flavour += embeddings.pop("flavour") if variant in ROWS_VARIANTS else "+embedding-byte"
@@ -165,7 +174,7 @@ class ExecuTorchTarget(Target):
         flavour = "xnnpack-pt2e-qat-int8"
         return {"flavour": flavour, "delegation": delegation, "portable_ops": delegation["portable_ops"]}
 
-    def _quantize(self, ep: Any, spec: ModelSpec, dynamic: bool) -> Any:
+    def _quantize(self, ep: Any, spec: ModelSpec, dynamic: bool, linear_only: bool = False) -> Any:
         import torch
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -174,7 +183,12 @@ class ExecuTorchTarget(Target):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
-        prepared = prepare_pt2e(ep.module(), XNNPACKQuantizer().set_global(config))
+        quantizer = XNNPACKQuantizer()
+        if linear_only:
+            quantizer.set_module_type(torch.nn.Linear, config)
+        else:
+            quantizer.set_global(config)
+        prepared = prepare_pt2e(_keep_integer_scalars(ep.module()), quantizer)
         samples = spec.calibration_samples() if not dynamic else [spec.example_inputs()]
         with torch.no_grad():
             for sample in samples:
@@ -262,6 +276,30 @@ def _register_quantized_kernels() -> None:
     ``Missing operator: [2] quantized_decomposed::embedding_byte.out``).
     """
     import executorch.kernels.quantized  # noqa: F401
+
+
+def _keep_integer_scalars(gm: Any) -> Any:
+    """Retarget ``add``/``mul`` of an integer tensor by a Python scalar to their ``.Scalar`` overloads.
+
+    ``XNNPACKQuantizer.transform_for_annotation`` lifts the scalar operand of every ``aten.add.Tensor`` /
+    ``aten.mul.Tensor`` into a float32 buffer, whatever the node's dtype (executorch 1.5.1; fixed upstream
+    by pytorch/executorch#22065). Integer index arithmetic such as transformers' ``arange(n) + 0`` in the
+    attention-mask helpers (MiniLM/BERT) then turns float, and calibration fails with "IndexError: tensors
+    used as indices must be long, int, byte or bool tensors". The pass only lifts ``.Tensor`` overloads, so
+    the integer ones are moved out of its way; float arithmetic is untouched (it is what gets quantized).
+    """
+    import torch
+
+    aten = torch.ops.aten
+    scalar = {aten.add.Tensor: aten.add.Scalar, aten.mul.Tensor: aten.mul.Scalar}
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in scalar or len(node.args) != 2:
+            continue
+        val = node.meta.get("val")
+        if isinstance(node.args[1], int | bool) and val is not None and not val.dtype.is_floating_point:
+            node.target = scalar[node.target]
+    gm.recompile()
+    return gm
 
 
 def _byte_embeddings(model: Any) -> tuple[Any, dict[str, Any]]:

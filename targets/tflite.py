@@ -10,8 +10,9 @@
   ``FC_MIN_SHARE`` of the weights, else fp32 (hybrid kernels at batch 1 cost more than they save on
   small layers). Flavour ``...+embedding-int8-rows-per-tensor``. Models without tables skip them.
 - int8 (dynamic-range): the fp32 model quantized by ai-edge-quantizer's ``dynamic_wi8_afp32`` recipe
-  (int8 weights, including the embedding table; float activations). If that misses the tolerance, the
-  fallback (``fc``) quantizes the fully connected layers only and keeps the embedding table float32. litert-torch's own PT2E dynamic
+  (int8 weights, including the embedding table; activations quantized per call). If that misses the
+  tolerance, ``weight_only_wi8_afp32`` (int8 weights, float compute: MobileNetV3-Small went from 16.7 dB to
+  22.7 dB), then the fully connected layers only with the embedding table in float32. litert-torch's own PT2E dynamic
   quantizer converts too, but the interpreter refuses its embedding (``EMBEDDING_LOOKUP failed to
   prepare``, measured on this project's machines), so it is not used.
 - int8-full (full-integer): PT2E static quantization with litert-torch's ``PT2EQuantizer`` (int8 weights
@@ -83,10 +84,12 @@ class TFLiteTarget(Target):
     )
 
     def variants(self, precision: str) -> tuple[str | None, ...]:
-        # Tried in order until one validates. int8-rows first: int8 tables gathered as int8 rows, then
-        # CAST and MUL, with dynamic-range fully connected layers; as fast as fp32 on the email student
-        # where the all-hybrid default was 3.3x (docs/compress.md). ``fc`` keeps the tables in fp32.
-        return (*ROWS_VARIANTS, None, "fc") if precision == "int8" else (None,)
+        # Tried in order until one validates. int8-rows first (models with embedding tables only): int8
+        # tables gathered as int8 rows, then CAST and MUL; as fast as fp32 on the email student where the
+        # all-hybrid default was 3.3x (docs/compress.md). Then int8 compute; then int8 weights with float
+        # compute (no on-the-fly activation rounding, the main loss on hard-swish/SE CNNs and attention);
+        # last, the fully connected layers only (embedding in float).
+        return (*ROWS_VARIANTS, "dynamic", "weight-only", "fc") if precision == "int8" else (None,)
 
     def variant_applies(self, variant: str | None, model: Any) -> bool:
         return variant not in ROWS_VARIANTS or has_tables(model)
@@ -135,6 +138,8 @@ class TFLiteTarget(Target):
                         regex=".*", operation_name=TFLOperationName.FULLY_CONNECTED, num_bits=8
                     )
                     qt.load_quantization_recipe(rm.get_quantization_recipe())
+                elif variant == "weight-only":
+                    qt.load_quantization_recipe(recipe.weight_only_wi8_afp32())
                 else:
                     qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
                 result = qt.quantize()
@@ -145,6 +150,8 @@ class TFLiteTarget(Target):
             return {"flavour": flavour, "embedding_quantization": rows}
         if variant == "fc":
             return {"flavour": "dynamic-range-int8 fully-connected only, fp32 embedding (ai-edge-quantizer)"}
+        if variant == "weight-only":
+            return {"flavour": "weight-only-int8, float compute (ai-edge-quantizer weight_only_wi8_afp32)"}
         return {"flavour": "dynamic-range-int8 (ai-edge-quantizer dynamic_wi8_afp32)"}
 
     def _export_full_integer(self, model: Any, spec: ModelSpec, out: Path) -> dict[str, Any]:
