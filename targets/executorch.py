@@ -63,11 +63,9 @@ class ExecuTorchTarget(Target):
     suffix = ".pte"
     runtime = "executorch (XNNPACK)"
     requires = ("executorch", "torchao")
-    # Until this runtime has a fixed reference model of its own, its latency ratio is taken to the eager
-    # PyTorch student, another runtime that reacts to load differently: on unchanged artifacts the ratio
-    # drifted -14 % (ExecuTorch fp32) and -23 % (LiteRT int8) between a loaded and a less loaded run, and
-    # +23 % (LiteRT fp32) in a loaded test run. 30 % keeps that drift from failing a check; +50 % is caught.
-    check_thresholds = {"latency_pct": 30.0}
+    # No threshold of its own: the default latency_pct (15 %) holds since its ratio divides by the fixed
+    # reference exported through this target and timed in the same runtime and process
+    # (kdmobile.harness.reference.runtime_reference). FALSE_ALARMS
     packages = ("executorch", "torchao")
     precisions = ("fp32", "int8", "int8-qat")
     default_precisions = ("fp32", "int8")  # int8-qat needs a QAT-trained program (kdmobile compress qat)

@@ -3,10 +3,11 @@
     python -m kdmobile.tasks.selftest.power -o build/power                 # 20 checks quiet + 20 under 2 CPU hogs
     python -m kdmobile.tasks.selftest.power -o build/power --checks 3      # a reduced run (minutes)
 
-One baseline is benched first (ExecuTorch fp32, onnxruntime fp32 in Python and onnxruntime-web fp32 in
-headless Chromium, 1 thread). Then, for each condition (a quiet machine; two processes burning a CPU each,
-started and stopped here), ``--checks`` fresh bench runs of the *unchanged* artifacts are each checked
-against it:
+One baseline is benched first (ExecuTorch fp32, LiteRT fp32, onnxruntime fp32 in Python and
+onnxruntime-web fp32 in headless Chromium, 1 thread). Then, for each condition (no deliberate load; two
+processes burning a CPU each, started and stopped here; the two alternate check by check), ``--checks``
+fresh bench runs of the *unchanged* artifacts are each checked against it. "Quiet" means no hogs of ours:
+on a shared machine other jobs still run beside it (the report says how loaded it was).
 
 - **unchanged**: any regression is a false alarm;
 - **slowed, injected**: the run's real per-block ratios multiplied by 1.2, 1.5, 2.0 (the artifact's
@@ -26,6 +27,7 @@ import argparse
 import copy
 import math
 import multiprocessing as mp
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -116,7 +118,7 @@ def run(
     work = out / "work"
     paths = selftest.train(work)
     export = selftest.export(
-        paths["student"], work / "export", targets=("executorch", "onnx-web"), precisions=("fp32",)
+        paths["student"], work / "export", targets=("executorch", "tflite", "onnx-web"), precisions=("fp32",)
     )
     portable = None
     if real:
@@ -136,9 +138,13 @@ def run(
     baseline = make_baseline(run_bench(export, task="selftest", options=opts, log=quiet), source="power")
     write_json(out / "baseline.json", baseline)
     records: list[dict[str, Any]] = []
-    for condition, n_hogs in (("quiet", 0), (f"{hogs} CPU hogs", hogs)):
-        for i in range(checks):
+    # The conditions alternate check by check, so a run stopped midway (power.json is written after every
+    # check) still has as many checks of each, and a slow drift of the shared machine hits both alike.
+    conditions = (("quiet", 0), (f"{hogs} CPU hogs", hogs))
+    for i in range(checks):
+        for condition, n_hogs in conditions:
             with cpu_hogs(n_hogs):
+                load = os.getloadavg()[0]  # the machine is shared: how busy it was besides our hogs
                 report = run_bench(export, task="selftest", options=opts, log=quiet)
                 slow_report = (
                     run_bench(portable, task="selftest", options=opts, log=quiet) if portable else None
@@ -147,6 +153,7 @@ def run(
             rec: dict[str, Any] = {
                 "condition": condition,
                 "check": i,
+                "load_1min": round(load, 1),
                 "unchanged": {
                     "ok": res.ok,
                     "regressions": [f"{r.entry} {r.metric}: {r.change} {r.detail}" for r in res.regressions],
@@ -169,6 +176,10 @@ def run(
                     (x.change for x in r.rows if x.metric == "latency ratio"), "–"
                 )
             records.append(rec)
+            # Written after every check, so a long run can be read (or stopped) midway.
+            write_json(
+                out / "power.json", {"summary": summarize(records, alpha=DEFAULT_ALPHA), "records": records}
+            )
             log(
                 f"power: {condition} check {i + 1}/{checks}: "
                 + ("ok" if res.ok else "FALSE ALARM: " + "; ".join(rec["unchanged"]["regressions"]))
@@ -186,10 +197,18 @@ def summarize(records: list[dict[str, Any]], alpha: float) -> dict[str, Any]:
     for condition in dict.fromkeys(r["condition"] for r in records):
         recs = [r for r in records if r["condition"] == condition]
         alarms = sum(not r["unchanged"]["ok"] for r in recs)
+        loads = [r["load_1min"] for r in recs if "load_1min" in r]
         rows.append(
-            {"condition": condition, "case": "unchanged", "kind": "real", "flagged": alarms, "of": len(recs)}
+            {
+                "condition": condition,
+                "case": "unchanged",
+                "kind": "real",
+                "flagged": alarms,
+                "of": len(recs),
+                "note": f"1-min load average {min(loads):g} to {max(loads):g} at the start" if loads else "",
+            }
         )
-        for case in [k for k in recs[0] if k not in ("condition", "check", "unchanged")]:
+        for case in [k for k in recs[0] if k not in ("condition", "check", "unchanged", "load_1min")]:
             verdicts = [v for r in recs for e, v in r[case].items() if not e.startswith("_")]
             note = recs[0][case].get("_examples") or ""
             if case.startswith("no XNNPACK"):
