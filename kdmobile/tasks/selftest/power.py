@@ -1,7 +1,7 @@
 """False alarms and detection power of ``kdmobile check``, measured on real bench runs of the selftest student.
 
-    python -m kdmobile.tasks.selftest.power -o build/power                 # 20 checks quiet + 20 under 2 CPU hogs
-    python -m kdmobile.tasks.selftest.power -o build/power --checks 3      # a reduced run (minutes)
+    python -m kdmobile.tasks.selftest.power -o build/power             # 20 + 20 checks (quiet, 2 CPU hogs)
+    python -m kdmobile.tasks.selftest.power -o build/power --checks 3  # a reduced run
 
 One baseline is benched first (ExecuTorch fp32, LiteRT fp32, onnxruntime fp32 in Python and
 onnxruntime-web fp32 in headless Chromium, 1 thread). Then, for each condition (no deliberate load; two
@@ -104,7 +104,7 @@ def run(
     *,
     checks: int = 20,
     hogs: int = 2,
-    min_seconds: float = 1.0,
+    min_seconds: float = 3.0,
     real: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -264,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", default="build/power", help="output directory (default build/power)")
     ap.add_argument("--checks", type=int, default=20, help="checks per condition (default 20)")
     ap.add_argument("--hogs", type=int, default=2, help="CPU-burning processes in the loaded condition")
-    ap.add_argument("--min-seconds", type=float, default=1.0, help="timing window per entry (default 1 s)")
+    ap.add_argument(
+        "--min-seconds", type=float, default=3.0, help="timing window per entry (default 3 s: ~100 blocks)"
+    )
     ap.add_argument("--no-real", action="store_true", help="skip the real slowed variant (no XNNPACK)")
     args = ap.parse_args(argv)
     if args.checks < 1 or args.hogs < 0:
