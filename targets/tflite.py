@@ -66,11 +66,13 @@ class TFLiteTarget(Target):
     suffix = ".tflite"
     runtime = "ai-edge-litert interpreter"
     requires = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
-    # Until this runtime has a fixed reference model of its own, its latency ratio is taken to the eager
-    # PyTorch student, another runtime that reacts to load differently: on unchanged artifacts the ratio
-    # drifted -14 % (ExecuTorch fp32) and -23 % (LiteRT int8) between a loaded and a less loaded run, and
-    # +23 % (LiteRT fp32) in a loaded test run. 30 % keeps that drift from failing a check; +50 % is caught.
-    check_thresholds = {"latency_pct": 30.0}
+    # No threshold of its own: the default latency_pct (15 %) holds since its ratio divides by the fixed
+    # reference exported through this target and timed in the same runtime and process
+    # (kdmobile.harness.reference.runtime_reference). Measured false alarms on unchanged artifacts
+    # (`make bench-check`, 2026-12-02, load average 4.7-22.4 on 2 shared cores): 0 in 40 checks, 20 of
+    # them with two CPU hogs; ratio moves -0.1% to +7.3%. Against the eager PyTorch student
+    # it had drifted up to +-23 % and needed a 30 % margin, which let +50 % slowdowns through.
+    # int8 is not in that benchmark; in tests/test_check_regression.py under two CPU hogs it moved -11.5 %.
     packages = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
     precisions = ("fp32", "int8", "int8-full", "int8-qat")
     # Full-integer is opt-in (--precision int8-full): on the email student's real held-out emails it kept

@@ -230,12 +230,18 @@ def test_a_baseline_without_per_example_outcomes_is_refused():
         compare(now, base)
 
 
-def test_ratios_to_another_reference_are_not_compared():
+def test_ratios_to_another_reference_are_refused_with_the_retake_command():
     base = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=1)])
     now = _report([_entry("a/fp32/rt", "onnx-web", "fp32", seed=2, ratio_reference="other")])
-    res = compare(now, base)
-    row = next(r for r in res.rows if r.metric == "latency ratio")
-    assert row.verdict == "REGRESSION" and "another reference" in row.detail
+    with pytest.raises(
+        UsageError, match=r"a/fp32/rt: 'ref' in the baseline, 'other' now.*kdmobile baseline update"
+    ):
+        compare(now, base)
+    # Out of scope (--only another entry), or not measured now: nothing to compare, nothing refused.
+    other = _report([_entry("b/fp32/rt", "onnx-web", "fp32", seed=1)])
+    assert compare(_report([_entry("b/fp32/rt", "onnx-web", "fp32", seed=2)]), other).ok
+    now["artifacts"][0]["status"] = "run_failed"
+    assert not compare(now, base).ok  # judged on its status instead
 
 
 def test_retention_size_and_status_rules():

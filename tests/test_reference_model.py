@@ -33,3 +33,36 @@ def test_reference_runs_on_any_length_and_id_range():
     # Golden output for one input (computed once from the fixed weights; float32, tight tolerance).
     out = sess.run(None, {"ids": np.array([[1, 2, 3, 1025]], dtype=np.int64)})[0]
     np.testing.assert_allclose(out[0, :4], GOLDEN_OUT, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("target", ["executorch", "tflite"])
+def test_exported_reference_runs_in_its_runtime_with_the_onnx_reference_outputs(target):
+    """ExecuTorch and LiteRT divide by the same network exported through their own target, timed in their
+    runtime: it must compute what the ONNX reference computes (checked in onnxruntime, another runtime)."""
+    pytest.importorskip({"executorch": "executorch", "tflite": "ai_edge_litert"}[target])
+    ort = pytest.importorskip("onnxruntime")
+    from kdmobile.harness.reference import reference_input, runtime_reference, runtime_reference_call
+
+    ref = runtime_reference(target)  # cached after the first bench on this machine
+    assert ref["id"].startswith(f"kdmobile-reference-v2 {target} sha256:{ref['sha256'][:16]} (torch ")
+    assert runtime_reference(target) == ref  # the same file and identity on a second call
+    out = np.asarray(runtime_reference_call(target, ref["path"])()[0])
+    sess = ort.InferenceSession(reference_onnx(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"ids": reference_input()})[0]
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("target", ["executorch", "tflite"])
+def test_a_rebuilt_reference_has_the_same_identity(target, tmp_path):
+    """A deleted or damaged cache is rebuilt byte-identically, so a baseline and a later check agree."""
+    pytest.importorskip({"executorch": "executorch", "tflite": "ai_edge_litert"}[target])
+    from pathlib import Path
+
+    from kdmobile.harness.reference import runtime_reference
+
+    first = runtime_reference(target, cache=tmp_path)
+    path = Path(first["path"])
+    path.write_bytes(b"damaged")
+    again = runtime_reference(target, cache=tmp_path)  # the sha256 no longer matches its record
+    assert again == first and path.stat().st_size > 1000

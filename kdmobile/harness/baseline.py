@@ -4,7 +4,8 @@
 
 A baseline keeps, per entry, what the check judges (status, size, accuracy, retention, the per-example
 ``outcomes`` for the paired accuracy test, the latency summary and up to ``MAX_RATIO_SAMPLES`` per-block
-same-run ratios for the rank test, with the reference they divide by) plus the machine and every tool
+same-run ratios for the rank test, with the reference they divide by: ``ratio_reference``, and the
+report's ``reference`` record with each exported reference's sha256) plus the machine and every tool
 version, so a check against a baseline from another machine class or other versions can say so. A
 baseline written before per-example outcomes existed is refused by ``kdmobile check``: re-take it.
 Keep one baseline per device class (see docs/ci.md): ``baselines/<task>-<machine_class>.json``.
@@ -66,6 +67,8 @@ def make_baseline(
         "machine": report["machine"],
         "versions": report["versions"],
         "settings": report.get("settings", {}),
+        # What the latency ratios divide by (the exported references' sha256 and converter versions).
+        "reference": report.get("reference"),
         "teacher": _slim(teacher) if teacher else None,
         "student": _slim(student) if student else None,
         "artifacts": [_slim(e) for e in report["artifacts"]],

@@ -7,7 +7,8 @@ Per entry: file size, load time, batch-1 latency (warm-up, then at least ``min_r
 recall@3), agreement with the teacher's top-1 and retention (top-1 / teacher top-1). Every Python-side entry
 runs in its own worker process (``kdmobile.harness.worker``), interleaved with the same-run reference.
 
-**The same-run reference is the eager student** (PyTorch, same threads, same input): it is the same model,
+**The same-run reference of the teacher (and of an artifact whose target cannot export the fixed
+reference model) is the eager student** (PyTorch, same threads, same input): it is the same model,
 so it has the same kind of cost as the artifacts (a few small ops, dominated by dispatch and memory rather
 than arithmetic) and moves with the machine the way they do, whereas the teacher is a compute-bound
 Transformer ~1000× slower whose ratio would drift with the machine's matmul speed. It is also cheap enough
@@ -18,8 +19,10 @@ multi-threaded, with the JavaScript tokenizer, and must give the same token ids 
 Python onnxruntime on every evaluation example; its reference is a fixed ONNX model timed in the same page
 (``kdmobile.harness.reference``), since a browser cannot share a process with the eager student, and the
 ONNX artifacts in Python onnxruntime use that model too (a reference in another runtime reacts to load
-differently). Each entry names its reference (``ratio_reference``); ``kdmobile check`` compares only
-ratios to the same one.
+differently), and every other artifact (ExecuTorch, LiteRT, ...) divides by the same network exported
+through its own target and timed in its worker process (``reference.runtime_reference``: cached, named by
+its sha256 and converter versions). Each entry names its reference (``ratio_reference``); ``kdmobile
+check`` refuses to compare ratios to different ones.
 
 Every entry with accuracy figures also records its per-example ``outcomes`` (which examples it got right,
 and its top class per example), with the evaluation set's fingerprint: ``kdmobile check`` judges an
@@ -175,6 +178,7 @@ class _Bench:
         self.versions: dict[str, Any] = {}
         self.teacher_logits: np.ndarray | None = None
         self.logits: dict[str, np.ndarray] = {}
+        self.runtime_refs: dict[str, dict[str, Any]] = {}  # target -> its exported fixed reference
         self.student_flops = self._student_flops()
 
     def _fp32_artifact(self) -> str | None:
@@ -200,6 +204,20 @@ class _Bench:
         return load_model(self.checkpoint, trust_unverified=self.opt.trust_unverified).flops(
             self.eval_set.rows([i])
         )
+
+    def runtime_reference(self, target: str) -> dict[str, Any] | None:
+        """The fixed reference exported through ``target`` (``kdmobile.harness.reference``), built once per
+        machine and converter versions; None (the eager model is the reference) if it cannot be built."""
+        from kdmobile.harness.reference import runtime_reference
+
+        if target not in self.runtime_refs:
+            try:
+                self.runtime_refs[target] = runtime_reference(target)
+            except Exception as e:  # noqa: BLE001 - a converter failing on it: fall back, and say so
+                self.runtime_refs[target] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+                self.log(f"bench: no fixed {target} reference ({self.runtime_refs[target]['error']})")
+        ref = self.runtime_refs[target]
+        return None if "error" in ref else ref
 
     def job(self, kind: str, **extra: Any) -> dict[str, Any]:
         o = self.opt
@@ -418,9 +436,13 @@ def _measure_artifacts(b: _Bench) -> list[dict[str, Any]]:
             out.append(e)
             continue
         b.log(f"bench: {r['target']} {r['precision']} ({label}) ...")
-        res, logits = run_worker(
-            b.job("artifact", target=r["target"], artifact=str(path)), b.workdir, b.opt.worker_timeout
-        )
+        # ONNX artifacts divide by the fixed ONNX model in onnxruntime (the worker builds it); the others
+        # by the same network exported through their own target.
+        ref = b.runtime_reference(r["target"]) if path.suffix != ".onnx" else None
+        job = b.job("artifact", target=r["target"], artifact=str(path))
+        if ref:
+            job["runtime_reference"] = {"target": r["target"], "path": ref["path"], "id": ref["id"]}
+        res, logits = run_worker(job, b.workdir, b.opt.worker_timeout)
         b.fill_measured(e, res, logits)
         if e["status"] == "ok":
             e["details"]["input_dtype"] = res.get("input_dtype")
@@ -762,7 +784,9 @@ def run_bench(
                 "threads and input, interleaved with each Python-side entry"
             )
             + "; ONNX artifacts in Python onnxruntime and in-browser entries: the fixed reference ONNX "
-            "model, in the same process or page",
+            "model, in the same process or page; the other artifacts: the same fixed network exported "
+            "through their own target (``runtimes``), in the same worker process",
+            "runtimes": b.runtime_refs,
         },
         "teacher": teacher,
         "student": student,

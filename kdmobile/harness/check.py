@@ -5,13 +5,16 @@
 What counts as a regression, per entry (matched on ``id``, e.g. ``executorch/int8/executorch (XNNPACK)``):
 
 - **status**: ok (or ``conversion_validated``) in the baseline, now failing or missing;
-- **latency**: judged on *same-run ratios* (the artifact timed in blocks interleaved with a reference in
-  the same process: a fixed ONNX model in the browser page and for onnxruntime, the eager student for
-  the other Python runtimes; one ratio per block), never on absolute time, so a slower or busier machine does not fail the check but a
-  slower artifact does. The test is a one-sided Mann-Whitney U over the per-block log-ratios shifted by
+- **latency**: judged on *same-run ratios* (the artifact timed in blocks interleaved with a fixed
+  reference model in the same runtime and process: an ONNX model in the browser page and for
+  onnxruntime, the same network exported through the target for ExecuTorch, LiteRT and other Python
+  runtimes; one ratio per block), never on absolute time, so a slower or busier machine does not fail
+  the check but a slower artifact does. The test is a one-sided Mann-Whitney U over the per-block log-ratios shifted by
   the threshold: regression if the evidence says the ratio grew by more than ``latency_pct`` (p <
   ``alpha``), so noise alone does not fail it however many blocks there are (in-browser runs use
-  ``browser_latency_pct``). Ratios to another reference (``ratio_reference``) are not compared;
+  ``browser_latency_pct``). Ratios to another reference (``ratio_reference``: the reference model's
+  sha256 and converter versions) are refused (exit 2, saying how to re-take the baseline): a skip would
+  pass a real slowdown silently, a REGRESSION would blame the artifact for the yardstick's change;
 - **accuracy** (top-1, recall@3, teacher agreement): a paired test on the same examples. The exact
   one-sided McNemar test counts the examples that flipped (right → wrong: lost; wrong → right: gained);
   regression if the losses are significant (p < ``alpha``) *and* the net drop exceeds ``accuracy_pt``
@@ -171,13 +174,7 @@ def _latency_row(
     xr, yr = xr[xr > 0], yr[yr > 0]
     threshold = f"+{pct:g}% (p<{alpha:g})"
     unjudged: tuple[str, str] | None = None
-    if base.get("ratio_reference") != cur.get("ratio_reference"):
-        unjudged = (
-            "REGRESSION",
-            f"ratios to another reference ({base.get('ratio_reference')!r} in the baseline, "
-            f"{cur.get('ratio_reference')!r} now): not comparable; re-take the baseline",
-        )
-    elif xr.size < MIN_SAMPLES or yr.size < MIN_SAMPLES:
+    if xr.size < MIN_SAMPLES or yr.size < MIN_SAMPLES:
         unjudged = ("skipped", f"too few per-block ratios ({xr.size}, {yr.size})")
     if unjudged:
         return Row(name, "latency ratio", "–", "–", "–", threshold, *unjudged)
@@ -228,6 +225,44 @@ def _require_outcomes(report: dict[str, Any], baseline: dict[str, Any], only: Se
         raise UsageError(
             f"the report has no per-example outcomes for {', '.join(bad[:3])}: it was written by an older "
             f"kdmobile; re-run `kdmobile bench ARTIFACTS_DIR --task {task} -o build/report`"
+        )
+
+
+def _require_same_references(
+    report: dict[str, Any], baseline: dict[str, Any], only: Sequence[str] | None
+) -> None:
+    """Refuse (exit 2) to compare latency ratios taken to two different references.
+
+    A skip would let a real slowdown of those entries pass unnoticed, and a REGRESSION would blame the
+    artifact for a change of the yardstick (a new reference model, or a converter upgrade that changed
+    its bytes). Either way the baseline is stale for these entries and must be re-taken on purpose.
+    """
+    current = {e["id"]: e for e in all_entries(report)}
+    differ = []
+    for base in all_entries(baseline):
+        cur = current.get(base["id"])
+        if (
+            cur is None
+            or (only and not any(base["id"] == o or base["id"].startswith(o) for o in only))
+            or base.get("kind") not in ("artifact", "browser")
+            or not (base.get("status") == cur.get("status") == "ok")
+            or not (base.get("ratio_samples") and cur.get("ratio_samples"))
+        ):
+            continue
+        if base.get("ratio_reference") != cur.get("ratio_reference"):
+            differ.append(
+                f"{base['id']}: {base.get('ratio_reference')!r} in the baseline, "
+                f"{cur.get('ratio_reference')!r} now"
+            )
+    if differ:
+        task = baseline.get("task") or "TASK"
+        raise UsageError(
+            f"latency ratios of {len(differ)} entr{'ies' if len(differ) > 1 else 'y'} divide by another "
+            "reference than the baseline's, so they cannot be compared (a new reference model or converter "
+            f"version): {'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}. Re-take the baseline "
+            f"on purpose: `kdmobile bench ARTIFACTS_DIR --task {task} -o build/report && kdmobile baseline "
+            "update build/report -o BASELINE.json` (the selftest baseline: docs/ci.md, 'Re-taking the "
+            "selftest baseline')"
         )
 
 
@@ -292,6 +327,7 @@ def compare(
     overrides = overrides or {}
     result = CheckResult()
     _require_outcomes(report, baseline, only)
+    _require_same_references(report, baseline, only)
     absolute_ok, result.notes = _machine_notes(report, baseline)
     result.notes.append(
         f"false-alarm rate: every latency and accuracy test runs at alpha={alpha:g} (one-sided) and also "

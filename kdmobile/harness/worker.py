@@ -128,7 +128,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
         discover()
         target = get_target(job["target"])
-        ref = _reference(job, eval_set, threads)
+        ref = None
+        if job.get("runtime_reference"):
+            # The fixed reference exported through this target, in this runtime and process.
+            from kdmobile.harness.reference import runtime_reference_call
+
+            rr = job["runtime_reference"]
+            try:
+                ref = runtime_reference_call(rr["target"], rr["path"], threads)
+                ref()
+                result["ratio_reference"] = rr["id"]
+            except Exception as e:  # noqa: BLE001 - fall back to the eager model, and say so
+                ref = None
+                result["details"]["reference_error"] = f"{type(e).__name__}: {e}"
+        if ref is None:
+            ref = _reference(job, eval_set, threads)
         path = Path(job["artifact"])
         # A first, untimed load pays the runtime's own import and start-up (an app pays that once, with
         # the library); load time and peak memory are then those of this model in a warm runtime.
