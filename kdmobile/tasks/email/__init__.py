@@ -200,7 +200,7 @@ def quick_student(
         reply_acts = load_reply_acts()
         intents = act_labels(reply_acts)
         texts, targets = act_rows(emails, reply_acts)
-        hand_texts, hand_y = hand_written_rows(reply_acts, 2, 4)
+        hand_texts, hand_y = hand_written_rows(reply_acts, 2, 4, act_train=False)
         x = torch.from_numpy(tok.encode_batch(texts + hand_texts))
         y = torch.as_tensor([int(t.argmax()) for t in targets] + hand_y)
     else:

@@ -368,19 +368,20 @@ def act_rows(emails: list[Any], acts: dict[str, Any]) -> tuple[list[str], np.nda
 
 
 def hand_written_rows(
-    acts: dict[str, Any], act_repeat: int, no_reply_repeat: int
+    acts: dict[str, Any], act_repeat: int, no_reply_repeat: int, act_train: bool = True
 ) -> tuple[list[str], list[int]]:
     """Labelled rows beyond the generator: every act's ``when`` and examples (the acts the old intents
     never produced), the hand-written multi-label emails of ``act_train.jsonl`` (hard label: their first act,
     or ``none``; the distilled students learn the teacher's full distribution on them), and the
-    hand-written no-reply emails labelled ``none``; each repeated."""
+    hand-written no-reply emails labelled ``none``; each repeated. ``act_train=False`` leaves out
+    ``act_train.jsonl`` (the tests' quick student keeps its smaller, fixed data)."""
     from kdmobile.tasks.email.act_teacher import load_act_train, load_no_reply
 
     labels = act_labels(acts)
     index = {a: i for i, a in enumerate(labels)}
     texts: list[str] = []
     y: list[int] = []
-    hand = load_act_train(valid=labels[:-1])
+    hand = load_act_train(valid=labels[:-1]) if act_train else []
     for _ in range(act_repeat):
         for i, a in enumerate(acts["intents"]):
             for x in [a["when"], *a.get("examples", [])]:
