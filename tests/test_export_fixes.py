@@ -181,7 +181,8 @@ def test_tflite_int8_weight_only_variant(tmp_path: Path) -> None:
     x = np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32)
     spec = _spec([TensorSpec("input", (1, 64), "float32")], 10, (x,))  # nn.Sequential's argument name
     target = get_target("tflite")
-    assert target.variants("int8") == ("dynamic", "weight-only", "fc")
+    # the int8-rows variants come first, and are skipped for a model without embedding tables
+    assert target.variants("int8")[-3:] == ("dynamic", "weight-only", "fc")
     target.variants = lambda precision: ("weight-only",)
     res = export_one(target, model, spec, eager_outputs(model, spec), "int8", tmp_path, source={})
     assert res.status.value == "ok", res.reason
