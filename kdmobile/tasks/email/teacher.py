@@ -309,6 +309,24 @@ def _verified_metadata(weights: Path, key: str) -> dict[str, Any]:
     return meta
 
 
+def _reuse_cached(
+    weights: Path, key: str, t0: float, load: Any, log: Any
+) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The cached teacher at ``weights`` if its metadata verifies against ``key`` and ``load()`` succeeds,
+    with its ``info``; ``None`` (logged) when there is none or it is unusable, so the caller trains again."""
+    if not weights.is_file():
+        return None
+    try:
+        meta = _verified_metadata(weights, key)
+        model = load()
+    except (UsageError, RuntimeError, KeyError, TypeError, json.JSONDecodeError) as e:
+        log(f"kdmobile: cached teacher in {weights.parent} is unusable ({e}); training again")
+        return None
+    secs = round(time.perf_counter() - t0, 2)
+    info = {"status": "reused", "dir": str(weights.parent), "key": key, "seconds": secs}
+    return model, {**info, "training": meta.get("training", {})}
+
+
 def load_or_train(
     cfg: TeacherConfig,
     texts: Sequence[str],
@@ -333,22 +351,15 @@ def load_or_train(
     folder = Path(cache_root) / f"teacher-{key[:16]}"
     weights = folder / "teacher.safetensors"
     t0 = time.perf_counter()
-    if weights.is_file():
-        try:
-            meta = _verified_metadata(weights, key)
-            model = build_teacher(cfg, len(intents), pretrained=False)
-            model.load_state_dict(load_file(str(weights)))
-            model.eval().requires_grad_(False)
-            info = {
-                "status": "reused",
-                "dir": str(folder),
-                "key": key,
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
-            info["training"] = meta.get("training", {})
-            return model, info
-        except (UsageError, RuntimeError, KeyError, json.JSONDecodeError) as e:
-            log(f"kdmobile: cached teacher in {folder} is unusable ({e}); fine-tuning again")
+
+    def load() -> nn.Module:
+        model = build_teacher(cfg, len(intents), pretrained=False)
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval().requires_grad_(False)
+
+    reused = _reuse_cached(weights, key, t0, load, log)
+    if reused is not None:
+        return reused
     model, train_info = fine_tune(cfg, texts, targets, intents, progress=progress, log=log)
     save_checkpoint(
         weights,
@@ -434,15 +445,9 @@ def load_or_train_acts(
     folder = Path(cache_root) / f"teacher-{key[:16]}"
     weights = folder / "teacher.safetensors"
     t0 = time.perf_counter()
-    if weights.is_file():
-        try:
-            meta = _verified_metadata(weights, key)
-            model, _, _ = load_act_teacher(weights)
-            secs = round(time.perf_counter() - t0, 2)
-            info = {"status": "reused", "dir": str(folder), "key": key, "seconds": secs}
-            return model, {**info, "training": meta.get("training", {})}
-        except (UsageError, RuntimeError, KeyError, TypeError, json.JSONDecodeError) as e:
-            log(f"kdmobile: cached teacher in {folder} is unusable ({e}); training again")
+    reused = _reuse_cached(weights, key, t0, lambda: load_act_teacher(weights)[0], log)
+    if reused is not None:
+        return reused
     model, _, train_info = A.train(run, acts)
     model.requires_grad_(False)
     save_checkpoint(
