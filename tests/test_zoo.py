@@ -125,3 +125,31 @@ def test_fast_zoo_subset_exports(target: str, name: str, precision: str, tmp_pat
     value = row["top1_agreement"] if metric == "top1" else row["sqnr_db"]
     assert value is not None and value >= floor, row
     assert np.isfinite(row["sqnr_db"]) and row["size_bytes"] > 0
+
+
+def test_coverage_resume_keeps_time_and_says_so(tmp_path: Path) -> None:
+    """A resumed run keeps its earlier wall time and cells, runs only what is missing, and the Markdown
+    says it was resumed (a coverage page must not pass off a stitched run as one uninterrupted run)."""
+    import json
+
+    from kdmobile.zoo.coverage import merge, run
+
+    md = tmp_path / "cov.md"
+    kw = dict(models=["kws_conv1d"], targets=["onnx-web"], precisions=["fp32"], small=True,
+              n_calibration=2, n_validation=4, log=lambda m: None)  # fmt: skip
+    first = run(md, **kw)
+    assert [c["status"] for c in first["cells"]] == ["ok"]
+    data = json.loads(md.with_suffix(".json").read_text())
+    kept = data["cells"][0]
+    data["wall_seconds"] = 1000.0  # as if it had run for a while, then stopped before a second cell
+    data["finished"] = None
+    md.with_suffix(".json").write_text(json.dumps(data))
+    again = run(md, resume=True, **{**kw, "precisions": ["fp32", "int8"]})
+    assert again["wall_seconds"] >= 1000.0
+    assert len(again["resumed"]) == 1 and again["finished"]
+    assert [c["precision"] for c in again["cells"]] == ["fp32", "int8"]
+    assert again["cells"][0] == kept  # the done cell is not run again
+    text = md.read_text()
+    assert "resumed (`--resume`)" in text and f"wall time {again['wall_seconds'] / 60:.1f} min" in text
+    merged = merge([md.with_suffix(".json")], tmp_path / "m.md")
+    assert merged["resumed"] == again["resumed"] and "resumed" in (tmp_path / "m.md").read_text()

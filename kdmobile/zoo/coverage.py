@@ -252,8 +252,11 @@ def run(
         data["models"] = old.get("models", {})
         data["cells"] = [c for c in old.get("cells", []) if c["precision"] not in QAT_ONLY]
         data["started"] = old.get("started", data["started"])
+        # Wall time counts the run's own time across resumes (not the pause between them).
+        data["wall_seconds"] = old.get("wall_seconds")
+        data["resumed"] = [*old.get("resumed", []), _now()]
     done = {(c["model"], c["target"], c["precision"]) for c in data["cells"]}
-    t_all = time.perf_counter() - float((data.get("wall_seconds") or 0) if resume else 0)
+    t_all = time.perf_counter() - float(data.get("wall_seconds") or 0)
 
     def save() -> None:
         data["wall_seconds"] = round(time.perf_counter() - t_all, 1)
@@ -347,8 +350,10 @@ def render_markdown(data: dict[str, Any]) -> str:
     lines = [
         "# Export coverage: the model zoo x every target and precision",
         "",
-        f"`{data.get('command') or 'python -m kdmobile.zoo.coverage'}` — wall time {wall / 60:.1f} min, {state};",
-        f"started {data['started']}, {data['machine']}, 1 thread, shared machine.",
+        f"`{data.get('command') or 'python -m kdmobile.zoo.coverage'}` — {state}; the cells took "
+        f"{sum(c.get('seconds') or 0 for c in cells) / 60:.1f} min in all (wall time {wall / 60:.1f} min);",
+        f"started {data['started']}, finished {data.get('finished') or '-'}, {data['machine']}, 1 thread, shared machine"
+        + (f"; stopped and resumed (`--resume`) at {', '.join(data['resumed'])}." if data.get("resumed") else "."),
         "",
         f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
         "`ok`: exported, loaded back in its real runtime and within the target's tolerance; `conv`: "
@@ -461,6 +466,7 @@ def merge(paths: list[Path], out_md: Path) -> dict[str, Any]:
     data["command"] = " ; ".join(r["command"] for r in runs) + "  (run side by side, merged with --merge)"
     data["started"] = min(r["started"] for r in runs)
     data["wall_seconds"] = max(r.get("wall_seconds") or 0 for r in runs)
+    data["resumed"] = sorted(t for r in runs for t in r.get("resumed", []))
     data["finished"] = (
         None if any(r.get("finished") is None for r in runs) else max(r["finished"] for r in runs)
     )
