@@ -25,7 +25,7 @@ from typing import Any
 from torch import nn
 
 from kdmobile.errors import UsageError
-from kdmobile.io import atomic_path, sha256_file, write_json
+from kdmobile.io import atomic_path, sha256_file, unshared, write_json
 
 FORMAT_VERSION = 1
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -52,7 +52,7 @@ def save_checkpoint(
         raise UsageError(f"checkpoint path must end in .safetensors, got {path}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+        save_file(unshared(state), str(tmp))
         digest = sha256_file(tmp)
     meta = {
         "format_version": FORMAT_VERSION,

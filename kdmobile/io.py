@@ -81,3 +81,22 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
             while block := f.read(chunk):
                 h.update(block)
     return h.hexdigest()
+
+
+def unshared(tensors: dict[str, Any]) -> dict[str, Any]:
+    """``tensors`` with every tensor that shares memory with an earlier one replaced by its own copy.
+
+    safetensors refuses to save aliased tensors. State dicts hold them: tied weights, and the observers
+    PT2E quantization shares between the inputs of one op (MobileNetV3's squeeze-excite multiply in QAT).
+    Loading copies each entry into its parameter or buffer, so tied ones stay tied in the loaded model.
+    """
+    seen: set[tuple[int, int]] = set()
+    out: dict[str, Any] = {}
+    for k, v in tensors.items():
+        key = (v.untyped_storage().data_ptr(), v.untyped_storage().nbytes()) if v.numel() else None
+        if key is not None and key in seen:
+            v = v.clone()
+        elif key is not None:
+            seen.add(key)
+        out[k] = v
+    return out

@@ -252,3 +252,49 @@ def test_teacher_runs_once_per_step_even_with_feature_hooks(tmp_path):
     loss = {"kd": {}, "hint": {"type": "hidden_mse", "student_layer": "body.0", "teacher_layer": "0"}}
     _, _, h = _fit(tmp_path, "c", loss, teacher=teacher)
     assert calls["n"] == h.steps + 1 == 15  # 14 steps + the set-up probe
+
+
+class TiedStudent(nn.Module):
+    """Two layers sharing one weight (tied weights; PT2E QAT shares observers the same way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 8)
+        self.b.weight = self.a.weight
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_a_student_with_shared_tensors_checkpoints_and_resumes(tmp_path):
+    """safetensors refuses aliased tensors; checkpoints and the final student store a copy of each, and a
+    resumed run (which reloads them) ends with the uninterrupted run's weights, still tied."""
+    from safetensors.torch import load_file
+
+    from kdmobile.checkpoint import save_checkpoint
+
+    def fit(name, epochs, resume=False):
+        torch.manual_seed(0)
+        cfg = DistillConfig(
+            loss={"kd": {"temperature": 2.0, "alpha": 0.5}},
+            train=TrainConfig(epochs=epochs, batch_size=32, seed=1, progress=False),
+            optim=OptimConfig(name="sgd", lr=0.1, momentum=0.9),
+        )
+        d = Distiller(TiedStudent(), toy_teacher(), cfg, run_dir=tmp_path / name, log=lambda m: None)
+        return d.fit(ToyData(), resume=resume)[0]
+
+    whole = fit("whole", 2)
+    fit("parts", 2)
+    steps = sorted((tmp_path / "parts" / "checkpoints").glob("step-*"))
+    assert len(steps) >= 2, steps
+    for f in steps[-1].iterdir():  # as if killed before the last checkpoint: resume from the one before
+        f.unlink()
+    steps[-1].rmdir()
+    resumed = fit("parts", 2, resume=True)
+    assert resumed.b.weight is resumed.a.weight
+    assert all(torch.equal(x, y) for x, y in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True))
+    path = save_checkpoint(tmp_path / "tied.safetensors", whole, architecture="x:Y", model_config={})
+    saved = load_file(str(path))
+    assert torch.equal(saved["a.weight"], saved["b.weight"])

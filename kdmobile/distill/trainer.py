@@ -49,7 +49,7 @@ from kdmobile.distill.data import Batch, fetch
 from kdmobile.distill.hooks import FeatureHooks
 from kdmobile.distill.losses import DistillLoss, build_losses
 from kdmobile.errors import KDMobileError, UsageError
-from kdmobile.io import atomic_path, sha256_file, write_json
+from kdmobile.io import atomic_path, sha256_file, unshared, write_json
 
 CHECKPOINT_VERSION = 1
 ON_EXISTING = ("error", "move", "discard")
@@ -598,7 +598,7 @@ class Distiller:
         if dest.exists():  # never replaced wholesale: whatever is there may hold someone's files
             self.log(f"kdmobile: {dest} was in the way; moved it to {_rename_aside(dest, 'replaced').name}")
         with atomic_path(dest, is_dir=True) as tmp:
-            save_file(tensors, str(tmp / "state.safetensors"))
+            save_file(unshared(tensors), str(tmp / "state.safetensors"))
             meta["sha256"] = sha256_file(tmp / "state.safetensors")
             write_json(tmp / "state.json", meta)
         write_json(
