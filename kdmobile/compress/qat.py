@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,25 +119,17 @@ def _litert_qat_quantizer_class() -> type:
     return LiteRTQATQuantizer
 
 
-def prepare_qat(
-    model: Any, example_inputs: Sequence[Any], target: str = "executorch", *, freeze_bn: bool = True
-) -> Any:
+def prepare_qat(model: Any, example_inputs: Sequence[Any], target: str = "executorch") -> Any:
     """Export ``model`` with a dynamic batch axis and insert ``target``'s fake quantizers.
 
     Args:
         model: the float ``nn.Module`` (copied; the original is left untouched).
         example_inputs: one batch of inputs (any batch size >= 2, so the batch axis stays symbolic).
-        freeze_bn: batch norm keeps its running statistics and dropout stays off while fine-tuning
-            (``train()`` leaves the graph in eval behaviour; the weights and fake quantizers still train).
-            The graph trained is then the graph exported. In train behaviour batch norm normalises with each
-            batch's statistics and moves its running ones: on the zoo's MobileNetV3-Small, QAT lowered its
-            training loss 3x while the eval-mode output drifted further from the float model's (4.7 dB).
-            This is what torch.ao's ``freeze_bn_stats`` does, from the first step.
 
     Returns:
         The prepared ``fx.GraphModule``; ``train()`` / ``eval()`` work on it. The model is exported in eval
         mode, so branches on ``self.training`` (e.g. the email student's token dropout) stay off while
-        fine-tuning; with ``freeze_bn=False`` batch norm and dropout nodes are switched by ``train()``.
+        fine-tuning; batch norm and dropout nodes in the graph are switched by ``train()``.
     """
     import torch
     from torchao.quantization.pt2e import allow_exported_model_train_eval
@@ -152,17 +143,8 @@ def prepare_qat(
     shapes = tuple({0: batch} for _ in example)
     float_model = copy.deepcopy(model).eval()
     ep = torch.export.export(float_model, example, dynamic_shapes=shapes, strict=False)
-    prepared = allow_exported_model_train_eval(prepare_qat_pt2e(ep.module(), quantizer))
-    if freeze_bn:
-        prepared.eval()
-        prepared.train = types.MethodType(_stay_in_eval, prepared)  # type: ignore[method-assign]
-    return prepared
-
-
-def _stay_in_eval(self: Any, mode: bool = True) -> Any:
-    """``train()`` of a prepared graph with frozen batch norm: the graph keeps its eval behaviour."""
-    self.eval()
-    return self
+    prepared = prepare_qat_pt2e(ep.module(), quantizer)
+    return allow_exported_model_train_eval(prepared)
 
 
 def convert_qat(prepared: Any, target: str) -> Any:
@@ -191,7 +173,6 @@ def qat_distill(
     eval_set: Any = None,
     run_dir: str | Path = "build/qat/run",
     teacher_id: str | None = None,
-    freeze_bn: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> QATResult:
     """Fine-tune ``model`` through ``target``'s fake quantization with the KD loss; convert it.
@@ -207,7 +188,6 @@ def qat_distill(
             cosine. Its cache settings apply (the teacher-output cache is used when enabled).
         eval_set: optional labelled set evaluated after each epoch (fake-quantized accuracy).
         run_dir: the Distiller's checkpoints and history.
-        freeze_bn: fine-tune with batch norm on its running statistics and dropout off (:func:`prepare_qat`).
 
     Returns:
         A :class:`QATResult` whose ``converted`` program goes to ``export(..., precisions=["int8-qat"])``.
@@ -223,7 +203,7 @@ def qat_distill(
         )
     if teacher is None:
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    prepared = prepare_qat(model, example_inputs, target, freeze_bn=freeze_bn)
+    prepared = prepare_qat(model, example_inputs, target)
     distiller = Distiller(
         prepared,
         teacher,
