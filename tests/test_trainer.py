@@ -294,7 +294,10 @@ def test_a_student_with_shared_tensors_checkpoints_and_resumes(tmp_path):
     steps[-1].rmdir()
     resumed = fit("parts", 2, resume=True)
     assert resumed.b.weight is resumed.a.weight
-    assert all(torch.equal(x, y) for x, y in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True)
+    )
     path = save_checkpoint(tmp_path / "tied.safetensors", whole, architecture="x:Y", model_config={})
     saved = load_file(str(path))
     assert torch.equal(saved["a.weight"], saved["b.weight"])

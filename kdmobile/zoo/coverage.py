@@ -353,7 +353,11 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"`{data.get('command') or 'python -m kdmobile.zoo.coverage'}` — {state}; the cells took "
         f"{sum(c.get('seconds') or 0 for c in cells) / 60:.1f} min in all (wall time {wall / 60:.1f} min);",
         f"started {data['started']}, finished {data.get('finished') or '-'}, {data['machine']}, 1 thread, shared machine"
-        + (f"; stopped and resumed (`--resume`) at {', '.join(data['resumed'])}." if data.get("resumed") else "."),
+        + (
+            f"; stopped and resumed (`--resume`) at {', '.join(data['resumed'])}."
+            if data.get("resumed")
+            else "."
+        ),
         "",
         f"{len(cells)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ". "
         "`ok`: exported, loaded back in its real runtime and within the target's tolerance; `conv`: "
