@@ -223,3 +223,32 @@ def test_a_filesystem_error_fails_only_that_artifact(tmp_path: Path) -> None:
     assert "onnx-web: serialize failed" in res.reason
     ok = export_one(get_target("onnx-web"), model, built.spec, eager, "fp32", tmp_path / "free", source={})
     assert ok.status.value == "ok" and ok.path.is_file()
+
+
+def test_fidelity_only_drops_the_top1_bar_and_nothing_else() -> None:
+    """Near-tied logits whose argmax flips on a tiny error: refused on top-1 agreement unless the inputs
+    are declared stand-ins (``fidelity_only``); a real fidelity miss is refused either way."""
+    import dataclasses
+
+    import numpy as np
+
+    from kdmobile.export.api import build_spec
+    from kdmobile.export.base import TOLERANCES, MismatchError
+    from kdmobile.export.validate import check, compare
+
+    model = nn.Linear(2, 2).eval()
+    x = np.zeros((8, 2), np.float32)
+    eager = {"validation": np.tile(np.array([[1.0, 1.0 + 1e-4]], np.float32), (8, 1))}
+    flipped = {"validation": eager["validation"][:, ::-1].copy()}
+    for fidelity_only in (False, True):
+        spec = build_spec(model, (torch.zeros(1, 2),), validation=(x,), fidelity_only=fidelity_only).spec
+        stats, by_split = compare(spec, eager, flipped)
+        if fidelity_only:
+            check(stats, by_split, spec, eager, TOLERANCES["int8"], "t")
+        else:
+            with pytest.raises(MismatchError, match="top-1 agreement"):
+                check(stats, by_split, spec, eager, TOLERANCES["int8"], "t")
+        far = {"validation": eager["validation"] * 3}
+        stats, by_split = compare(spec, eager, far)
+        with pytest.raises(MismatchError, match="SQNR"):
+            check(stats, by_split, spec, eager, dataclasses.replace(TOLERANCES["int8"]), "t")

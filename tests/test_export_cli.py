@@ -232,3 +232,22 @@ def test_sigterm_midway_leaves_no_staging_folder(tmp_path: Path) -> None:
     assert proc.wait(timeout=120) == 130
     assert (out / "summary.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2", "out"]
+
+
+@pytest.mark.target("onnx-web")
+def test_fidelity_only_judges_given_inputs_by_fidelity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--fidelity-only: the --validation inputs are used, but as stand-ins (no top-1 judgement, recorded);
+    without --validation it is a usage error, not a silent no-op."""
+    path, _ = _program(tmp_path)
+    val, out = _val(tmp_path), tmp_path / "out"
+    argv = ["export", str(path), "-t", "onnx-web", "-p", "fp32", "--validation", str(val), "--fidelity-only"]
+    assert main([*argv, "-o", str(out)]) == 0
+    assert "WARNING: no validation data" not in capsys.readouterr().out
+    v = json.loads((out / "summary.json").read_text())["validation"]
+    assert (v["fidelity_only"], v["synthetic"], v["real_split"]) == (True, False, None)
+    assert main(["export", str(path), "-t", "onnx-web", "--fidelity-only", "-o", str(tmp_path / "o2")]) == 2
+    captured = capsys.readouterr()
+    assert "pass --validation FILE.npz too" in captured.out + captured.err
+    assert not (tmp_path / "o2").exists()

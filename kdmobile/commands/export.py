@@ -74,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="real validation inputs (arrays named after the model's inputs, or x0, x1, ...); without it a "
         "model without a task is validated on synthetic inputs only",
     )
+    p.add_argument(
+        "--fidelity-only",
+        action="store_true",
+        help="the --validation inputs are stand-ins, not real data (random-init model, generated inputs): "
+        "judge artifacts by output fidelity (SQNR, max error), not top-1 agreement",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="runtime threads during validation (default 1)")
     p.add_argument(
@@ -140,6 +146,10 @@ def export_model_file(
 
     resolve_selection(args.targets, args.precisions, args.all_targets)  # bad names exit 2 before any load
     path, validation = Path(args.model), args.validation
+    if args.fidelity_only and validation is None:
+        raise UsageError(
+            "--fidelity-only says how to judge --validation inputs: pass --validation FILE.npz too"
+        )
     common = {
         "precisions": args.precisions,
         "bundle": args.bundle,
@@ -184,6 +194,7 @@ def export_model_file(
         log=log,
         options={"ort": args.ort},
         checkpoint=path,
+        fidelity_only=args.fidelity_only,
         **common,
     )
     return res.summary

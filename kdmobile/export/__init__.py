@@ -96,8 +96,9 @@ was. A non-empty ``DIR`` that has no ``summary.json`` is refused (it is not an e
      "ok": true}                                             # false if any result failed
 
   A model exported from memory (``kdmobile.export``, a ``.pt2``) has ``checkpoint`` (the ``.pt2`` path or
-  null), ``weights_sha256`` (sha256 over its state dict) and ``validation.synthetic`` (true when no real
-  validation samples were given) and ``validation.calibration_source``.
+  null), ``weights_sha256`` (sha256 over its state dict), ``validation.synthetic`` (true when no
+  validation samples were given), ``validation.fidelity_only`` (true when the given ones are stand-ins,
+  judged by fidelity only, not top-1) and ``validation.calibration_source``.
 
   ``status`` is one of ``ok``, ``conversion_validated`` (converted and its spec checked, but the runtime
   cannot run here, e.g. Core ML on Linux; ``reason`` says why), ``unavailable`` (the exporter's modules

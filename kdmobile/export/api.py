@@ -70,6 +70,7 @@ def export(
     threads: int = 1,
     options: dict[str, Any] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    fidelity_only: bool = False,
 ) -> ExportResult:
     """Export ``model`` to the selected targets and precisions; validate every artifact in its runtime.
 
@@ -92,6 +93,10 @@ def export(
         threads: runtime threads during validation.
         options: per-target extras, e.g. ``{"ort": True}`` (onnx-web also writes ``.ort``).
         checkpoint: the file the model was loaded from (a ``.pt2``, a checkpoint), recorded with its sha256.
+        fidelity_only: the ``validation`` samples are stand-ins, not real data (a random-init model, inputs
+            from a generator): every artifact is judged by its outputs' fidelity to the eager model (SQNR,
+            max error) and not by top-1 agreement, whose argmax flips on noise for such models. The summary
+            records it.
 
     Returns:
         An ``ExportResult``: iterate it for the per-artifact ``Result``\\ s; ``.ok``, ``.summary``,
@@ -119,6 +124,7 @@ def export(
         validation=validation,
         task=task,
         seed=seed,
+        fidelity_only=fidelity_only,
     )
     for w in built.warnings:
         log(w)
@@ -153,7 +159,11 @@ def export(
         seed=seed,
         log=log,
         warnings=built.warnings,
-        extra_validation={"synthetic": built.synthetic, "calibration_source": built.calibration_source},
+        extra_validation={
+            "synthetic": built.synthetic,
+            "fidelity_only": fidelity_only,
+            "calibration_source": built.calibration_source,
+        },
     )
 
 
@@ -201,7 +211,7 @@ class BuiltSpec:
 
     def __init__(self, spec: ModelSpec, adapter: dict[str, Any] | None, warnings: list[str]) -> None:
         self.spec, self.adapter, self.warnings = spec, adapter, warnings
-        self.synthetic = spec.real_split is None
+        self.synthetic = "synthetic" in spec.validation  # no samples given: seeded synthetic ones
         self.calibration_source = spec.metadata.get("calibration_source", "")
 
     def wrap(self, model: Any) -> Any:
@@ -221,6 +231,7 @@ def build_spec(
     seed: int = 0,
     n_synthetic: int = N_SYNTHETIC,
     n_random: int = N_RANDOM,
+    fidelity_only: bool = False,
 ) -> BuiltSpec:
     """The ``ModelSpec`` of ``model`` from its example inputs and optional real samples (see module doc)."""
     import torch
@@ -262,7 +273,7 @@ def build_spec(
         splits["validation"] = real
         if n_random:
             splits["random"] = synthetic_samples(ex_np, n_random, seed + 2)
-        real_split: str | None = "validation"
+        real_split: str | None = None if fidelity_only else "validation"
     else:
         splits["synthetic"] = synthetic_samples(ex_np, n_synthetic, seed + 2)
         real_split = None
@@ -282,7 +293,10 @@ def build_spec(
         calibration=calib,
         validation=splits,
         real_split=real_split,
-        metadata={"calibration_source": calib_source},
+        metadata={
+            "calibration_source": calib_source,
+            "fidelity_only": bool(fidelity_only and validation is not None),
+        },
     )
     own = forward_input_names(model, len(examples))
     flat = isinstance(out, torch.Tensor)

@@ -142,6 +142,8 @@ def check(
 ) -> None:
     ref_max = float(max(np.abs(v).max() for v in eager.values()))
     real = by_split.get(spec.real_split) if spec.real_split else None
+    if spec.metadata.get("fidelity_only"):  # stand-in inputs: top-1 of random logits flips on noise
+        tolerance = dataclasses.replace(tolerance, min_top1_agreement=0.0)
     problems = tolerance.violations(stats, ref_max, real)
     if problems:
         raise MismatchError(target, f"{what}outside tolerance: " + "; ".join(problems))
