@@ -245,8 +245,10 @@ def test_fidelity_only_judges_given_inputs_by_fidelity(
     argv = ["export", str(path), "-t", "onnx-web", "-p", "fp32", "--validation", str(val), "--fidelity-only"]
     assert main([*argv, "-o", str(out)]) == 0
     assert "WARNING: no validation data" not in capsys.readouterr().out
-    v = json.loads((out / "summary.json").read_text())["validation"]
+    summary = json.loads((out / "summary.json").read_text())
+    v = summary["validation"]
     assert (v["fidelity_only"], v["synthetic"], v["real_split"]) == (True, False, None)
+    assert summary["results"][0]["tolerance"]["min_top1_agreement"] == 0.0  # recorded as applied
     assert main(["export", str(path), "-t", "onnx-web", "--fidelity-only", "-o", str(tmp_path / "o2")]) == 2
     captured = capsys.readouterr()
     assert "pass --validation FILE.npz too" in captured.out + captured.err

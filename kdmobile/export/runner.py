@@ -174,7 +174,9 @@ def export_one(
     error (e.g. the target's folder is not writable) fails this artifact only, at the ``serialize`` stage.
     ``eager`` is the reference's first output per split, ``others`` its further outputs (if any).
     """
-    tol = target.tolerance(precision)
+    from kdmobile.export.validate import judged_tolerance
+
+    tol = judged_tolerance(target.tolerance(precision), spec)  # what the result records is what is applied
     tolerance = {
         "atol": tol.atol,
         "rtol": tol.rtol,
