@@ -33,7 +33,7 @@ def test_interleaved_ratio_cancels_a_machine_slowdown():
     # reference's work throughout. Absolute times move 3x; the same-run ratio stays near 2.
     # The switch is armed when measuring starts (the first artifact call after the reference's warm-up),
     # not at a fixed time from the test's start: under load the warm-ups alone can outlast any fixed delay.
-    state = {"factor": 1, "ref_seen": False, "switch_at": None}
+    state = {"factor": 1, "ref_seen": False, "switch_at": None, "art_factors": []}
 
     def ref():
         state["ref_seen"] = True
@@ -48,13 +48,18 @@ def test_interleaved_ratio_cancels_a_machine_slowdown():
     def art():
         if state["ref_seen"] and state["switch_at"] is None:
             state["switch_at"] = time.perf_counter() + 1.5  # half of min_seconds
+        state["art_factors"].append(state["factor"])
         _work(2 * state["factor"])
 
     lat = measure_latency(art, reference=ref, min_runs=400, min_seconds=3.0, block_seconds=0.01)
-    assert state["factor"] == 3, "the slowdown never happened: measurement too short"
-    quarter = lat.samples_ms.size // 5
-    early, late = np.median(lat.samples_ms[:quarter]), np.median(lat.samples_ms[-quarter:])
-    assert late / early > 2.0  # the machine really slowed down
+    # The slowdown is known by construction: which timed artifact calls ran at 3x is recorded, so the
+    # test does not have to read it back from absolute times (a shared CI runner moves those by itself:
+    # one run saw a 1.7x early/late median where 3x work was done).
+    timed_factors = np.array(state["art_factors"][-lat.samples_ms.size :])
+    slow = timed_factors == 3
+    assert 0.15 < slow.mean() < 0.85, "the slowdown did not split the measurement"
+    # Absolute times did move with the work (a loose bound: load noise alone is not 3x on medians).
+    assert np.median(lat.samples_ms[slow]) / np.median(lat.samples_ms[~slow]) > 1.3
     # One ratio per artifact block (rounds), each between two reference blocks.
     assert lat.ratios.size == lat.rounds >= 5
     q = lat.ratios.size // 5
