@@ -9,6 +9,7 @@ CNN and a GRU is tests/test_export_api_targets.py (slow).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -252,3 +253,23 @@ def test_fidelity_only_drops_the_top1_bar_and_nothing_else() -> None:
         stats, by_split = compare(spec, eager, far)
         with pytest.raises(MismatchError, match="SQNR"):
             check(stats, by_split, spec, eager, dataclasses.replace(TOLERANCES["int8"]), "t")
+
+
+def test_when_every_int8_variant_fails_the_reason_names_them_all(tmp_path):
+    """The last fallback's reason alone can hide the telling one (a weight-only fallback saying it found no
+    MatMul, where the int8 attempts before it missed the tolerance): the headline names every variant."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    wrong = copy.deepcopy(model)
+    with torch.no_grad():
+        wrong[2].weight.neg_()  # a reference the artifact cannot match: every variant fails validation
+    x = torch.randn(64, 8)
+    (r,) = list(
+        kdmobile.export(model, (x[:1],), targets=["onnx-web"], precisions=["int8"], validation=(x,),
+                        reference=wrong, out_dir=tmp_path / "o")  # fmt: skip
+    )
+    assert r.status.value != "ok" and r.path is None
+    tried = [a["variant"] for a in r.details["attempts"]]
+    assert tried == ["all", "matmul"], tried  # the last one, weight-only, is the headline
+    assert "earlier variants failed too: all: " in r.reason and "; matmul: " in r.reason, r.reason
+    assert not list((tmp_path / "o").glob("onnx-web/*.onnx"))  # nothing half-written

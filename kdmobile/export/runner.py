@@ -209,6 +209,9 @@ def export_one(
                 f"variant {attempts[-1]['variant']!r} failed ({attempts[-1]['reason']}); kept {res.flavour}"
             )
     if res.stage is not None:
+        if attempts:  # every variant failed: the last one's reason alone can hide the telling one
+            earlier = "; ".join(f"{a['variant']}: {_short(a['reason'])}" for a in attempts)
+            res.reason = f"{res.reason} [earlier variants failed too: {earlier}]"
         return res
     try:
         _post_export(res, target, out_dir, options or {})
@@ -216,6 +219,12 @@ def export_one(
     except OSError as e:
         _fail_fs(res, target, e)
     return res
+
+
+def _short(reason: str | None, limit: int = 160) -> str:
+    """The first line of a failure reason, cut to ``limit`` characters."""
+    line = (reason or "no reason given").strip().splitlines()[0] if reason else "no reason given"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _fail_fs(res: Result, target: Target, e: OSError) -> None:

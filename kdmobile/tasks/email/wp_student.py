@@ -126,14 +126,13 @@ def logits_of(model: Any, ids: Any, batch: int = 64) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
+def load_demo(workdir: Path) -> dict[str, Any]:
+    """What a finished ``make demo`` left for students to train on: the transfer rows (the teacher's
+    inputs), their cached teacher logits and labels, the dev set's teacher inputs, logits and acceptable acts."""
     import dataclasses
 
     import torch
-    import torch.nn.functional as F
-    from safetensors.torch import load_file
 
-    from kdmobile.checkpoint import load_checkpoint
     from kdmobile.errors import UsageError
     from kdmobile.tasks.email import pipeline as P
 
@@ -144,7 +143,6 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
         raise UsageError(
             f"{email} has no finished make demo (teacher, teacher_cache/, heldout_eval.npz): run make demo first"
         )
-    torch.manual_seed(args.seed)
     cfg, task = P.load_config(None, None)
     ctx = P.Context(
         config=cfg, task=dataclasses.replace(task, workdir=str(workdir)), workdir=workdir, progress=False
@@ -156,11 +154,34 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
         raise UsageError(
             f"{cache} was built from other transfer rows than this checkout's: run make demo again"
         )
-    ids, labels = transfer.teacher_inputs[0], transfer.labels
-    target = torch.from_numpy(np.load(cache / "logits.npy"))
     dev = np.load(dev_file)
-    dev_ids = torch.as_tensor(ctx.state["evals"]["heldout"]["teacher"][0])
-    t_dev, acceptable = dev["teacher_logits"], dev["acceptable"]
+    return {
+        "ctx": ctx,
+        "email": email,
+        "teacher_path": teachers[-1],
+        "inputs": transfer.teacher_inputs,
+        "labels": transfer.labels,
+        "target": torch.from_numpy(np.load(cache / "logits.npy")),
+        "dev_inputs": tuple(torch.as_tensor(t) for t in ctx.state["evals"]["heldout"]["teacher"]),
+        "t_dev": dev["teacher_logits"],
+        "acceptable": dev["acceptable"],
+    }
+
+
+def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+
+    from kdmobile.checkpoint import load_checkpoint
+    from kdmobile.tasks.email import pipeline as P
+
+    torch.manual_seed(args.seed)
+    demo = load_demo(workdir)
+    ctx, email, teachers = demo["ctx"], demo["email"], [demo["teacher_path"]]
+    ids, labels, target = demo["inputs"][0], demo["labels"], demo["target"]
+    dev_ids = demo["dev_inputs"][0]
+    t_dev, acceptable = demo["t_dev"], demo["acceptable"]
 
     init, kept = pca_rows(
         next(v for k, v in load_file(str(teachers[-1])).items() if "word_embeddings" in k), args.r

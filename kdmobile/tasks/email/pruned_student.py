@@ -1,0 +1,188 @@
+"""Experiment: the teacher pruned to fewer layers (DistilBERT-style), distilled again on its cached logits.
+
+    make demo                                                        # teacher, its output cache, dev logits
+    python -m kdmobile.tasks.email.pruned_student --workdir build --keep 0,2,4 --epochs 1
+
+Issues 12 and 13 ask for a student that follows the teacher (agreement >= 70%) and for "a pruned
+all-MiniLM-L6-v2 (fewer layers, DistilBERT-style initialisation from the teacher) distilled into a small
+transformer student". This module answers the first question that decides whether that route is worth
+building into the pipeline and the browser: **how faithful can a student be that starts as a copy of the
+teacher's own layers**, trained on the same transfer rows and cached logits as the n-gram student?
+
+The student is the fine-tuned act teacher (encoder, mean pooling, act dual-encoder head) with only the
+encoder layers in ``--keep``; optionally its WordPiece table is cut to the ids that occur at least
+``--min-count`` times in the transfer rows (every other id is mapped to ``[UNK]``), the vocabulary pruning
+that decides its size on a phone. It trains with KL to the cached teacher logits (temperature ``T``) plus
+``alpha`` x cross-entropy on the labelled rows, and is scored on the dev set like the other students.
+Nothing here is used by the pipeline or the demo; it writes ``<workdir>/pruned_student/result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def prune_layers(model: Any, keep: list[int]) -> Any:
+    """A copy of an act teacher whose encoder keeps only the transformer layers ``keep`` (in that order)."""
+    from torch import nn
+
+    from kdmobile.errors import UsageError
+
+    student = copy.deepcopy(model)
+    layers = student.encoder.encoder.layer
+    bad = [i for i in keep if not 0 <= i < len(layers)]
+    if bad or not keep:
+        raise UsageError(
+            f"--keep {keep}: layers must be in 0..{len(layers) - 1} (the teacher has {len(layers)})"
+        )
+    student.encoder.encoder.layer = nn.ModuleList([layers[i] for i in keep])
+    student.encoder.config.num_hidden_layers = len(keep)
+    return student
+
+
+def prune_vocab(student: Any, ids: Any, min_count: int, unk_id: int) -> tuple[Any, Any]:
+    """Keep the WordPiece rows seen at least ``min_count`` times in ``ids`` (plus special ids < 1000);
+    return the id remap ``old -> new`` (unseen ids -> [UNK]) as a tensor."""
+    import torch
+
+    table = student.encoder.embeddings.word_embeddings
+    counts = torch.bincount(ids.flatten(), minlength=table.num_embeddings)
+    keep = (counts >= min_count) | (torch.arange(table.num_embeddings) < 1000)
+    kept = torch.nonzero(keep).flatten()
+    remap = torch.full((table.num_embeddings,), -1, dtype=torch.long)
+    remap[kept] = torch.arange(len(kept))
+    remap[remap < 0] = int(remap[unk_id])
+    new = torch.nn.Embedding(len(kept), table.embedding_dim, padding_idx=table.padding_idx)
+    new.weight.data.copy_(table.weight.data[kept])
+    student.encoder.embeddings.word_embeddings = new
+    student.encoder.config.vocab_size = len(kept)
+    return student, remap
+
+
+def logits_of(model: Any, ids: Any, mask: Any, batch: int = 64) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(ids), batch):
+            out.append(model(ids[i : i + batch], mask[i : i + batch]))
+    model.train()
+    return torch.cat(out).numpy()
+
+
+def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from kdmobile.tasks.email.teacher import load_act_teacher
+    from kdmobile.tasks.email.wp_student import load_demo, scores
+
+    torch.manual_seed(args.seed)
+    demo = load_demo(workdir)
+    ids, mask = demo["inputs"][0], demo["inputs"][1]
+    labels, target = demo["labels"], demo["target"]
+    dev_ids, dev_mask = demo["dev_inputs"][0], demo["dev_inputs"][1]
+    teacher, tok, _ = load_act_teacher(demo["teacher_path"])
+    n_teacher = sum(p.numel() for p in teacher.parameters())
+    student = prune_layers(teacher, [int(i) for i in args.keep.split(",")])
+    remap = None
+    if args.min_count > 0:
+        student, remap = prune_vocab(student, ids, args.min_count, tok.unk_token_id)
+        ids, dev_ids = remap[ids], remap[dev_ids]
+    student.requires_grad_(True).train()
+    if not args.train_acts:
+        student.acts.requires_grad_(False)
+    n_params = sum(p.numel() for p in student.parameters())
+    n_table = student.encoder.embeddings.word_embeddings.weight.numel()
+    log(f"pruned_student: {n_params:,} params ({n_table:,} in the WordPiece table), "
+        f"1/{n_teacher / n_params:.1f} of the teacher's {n_teacher:,}; {len(ids)} transfer rows")  # fmt: skip
+    start = scores(logits_of(student, dev_ids, dev_mask), demo["t_dev"], demo["acceptable"])
+    log(f"pruned_student: before training: dev top-1 {start['top1']:.1%} agreement {start['agreement']:.1%}")
+
+    order = torch.argsort(mask.sum(1), stable=True)  # batches of similar length
+    batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+    if args.rows:
+        batches = batches[:: max(1, len(batches) * args.batch_size // args.rows)]
+    steps = args.epochs * len(batches)
+    opt = torch.optim.AdamW(
+        [p for p in student.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, s / max(1, 0.05 * steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))),
+    )
+    history, step, t0 = [], 0, time.perf_counter()
+    evals_at = {int(steps * k / args.evals) for k in range(1, args.evals + 1)}
+    for _epoch in range(args.epochs):
+        for bi in torch.randperm(len(batches)).tolist():
+            idx = batches[bi]
+            m = mask[idx]
+            w = int(m.sum(1).max())
+            z = student(ids[idx][:, :w], m[:, :w])
+            kl = F.kl_div(F.log_softmax(z / args.T, -1), F.log_softmax(target[idx] / args.T, -1),
+                          log_target=True, reduction="batchmean") * args.T**2  # fmt: skip
+            y = labels[idx]
+            ce = F.cross_entropy(z[y >= 0], y[y >= 0]) if bool((y >= 0).any()) else z.sum() * 0
+            loss = (1 - args.alpha) * kl + args.alpha * ce
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            if step in evals_at:
+                row = {"step": step, "of": steps, "loss": float(loss), "seconds": round(time.perf_counter() - t0, 1),
+                       **scores(logits_of(student, dev_ids, dev_mask), demo["t_dev"], demo["acceptable"])}  # fmt: skip
+                history.append(row)
+                log(f"pruned_student: step {step}/{steps} dev top-1 {row['top1']:.1%} recall@3 "
+                    f"{row['recall_at_3']:.1%} agreement {row['agreement']:.1%} ({row['seconds']:.0f} s)")  # fmt: skip
+    result = {
+        "settings": vars(args),
+        "params": n_params,
+        "table_params": n_table,
+        "teacher_params": n_teacher,
+        "before_training": start,
+        "teacher": scores(demo["t_dev"], demo["t_dev"], demo["acceptable"]),
+        "history": history,
+    }
+    from kdmobile.io import write_json
+
+    write_json(
+        workdir / "pruned_student" / f"result-{args.keep.replace(',', '')}-v{args.min_count}.json", result
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(
+        prog="python -m kdmobile.tasks.email.pruned_student", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--workdir", type=Path, default=Path("build"), help="the make demo workdir")
+    ap.add_argument("--keep", default="0,2,4", help="teacher layers the student keeps, comma-separated")
+    ap.add_argument("--train-acts", action="store_true", help="also train the act vectors of the head")
+    for name, kind, default in (("min-count", int, 0), ("epochs", int, 1), ("lr", float, 1e-4),
+                                ("batch-size", int, 32), ("alpha", float, 0.1), ("T", float, 1.0),
+                                ("rows", int, 0), ("evals", int, 4), ("threads", int, 2),
+                                ("seed", int, 0)):  # fmt: skip
+        ap.add_argument(f"--{name}", type=kind, default=default)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    res = run(args.workdir, args)
+    print(json.dumps({"last": res["history"][-1] if res["history"] else None}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
