@@ -265,8 +265,15 @@ def test_when_every_int8_variant_fails_the_reason_names_them_all(tmp_path):
         wrong[2].weight.neg_()  # a reference the artifact cannot match: every variant fails validation
     x = torch.randn(64, 8)
     (r,) = list(
-        kdmobile.export(model, (x[:1],), targets=["onnx-web"], precisions=["int8"], validation=(x,),
-                        reference=wrong, out_dir=tmp_path / "o")  # fmt: skip
+        kdmobile.export(
+            model,
+            (x[:1],),
+            targets=["onnx-web"],
+            precisions=["int8"],
+            validation=(x,),
+            reference=wrong,
+            out_dir=tmp_path / "o",
+        )  # fmt: skip
     )
     assert r.status.value != "ok" and r.path is None
     tried = [a["variant"] for a in r.details["attempts"]]
