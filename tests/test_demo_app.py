@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 DEMO = Path(__file__).resolve().parents[1] / "demo_app"
-OWN_JS = ["app.js", "tokenizer.js"]  # bench.js/bench.html belong to the bench harness
+OWN_JS = ["app.js", "tokenizer.js", "wordpiece.js"]  # bench.js/bench.html belong to the bench harness
 
 
 def test_scripts_never_turn_text_into_html_or_code():

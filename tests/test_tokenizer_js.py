@@ -161,7 +161,7 @@ def test_node_tokenizer_matches_python(vectors_path: Path) -> None:
         )
     env = {**os.environ, "KDMOBILE_TOKENIZER_VECTORS": str(vectors_path)}
     proc = subprocess.run(
-        [node, "--test", "--test-reporter=tap", str(REPO / "tests" / "js")],
+        [node, "--test", "--test-reporter=tap", str(REPO / "tests" / "js" / "tokenizer.test.mjs")],
         capture_output=True,
         text=True,
         env=env,
