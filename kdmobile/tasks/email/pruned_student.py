@@ -146,7 +146,41 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
                 history.append(row)
                 log(f"pruned_student: step {step}/{steps} dev top-1 {row['top1']:.1%} recall@3 "
                     f"{row['recall_at_3']:.1%} agreement {row['agreement']:.1%} ({row['seconds']:.0f} s)")  # fmt: skip
+    # Both held-out sets at the end: dev (heldout_a/b, where the choices above were made) and heldout_c
+    # (the second hand-written set, never used for a choice), with the teacher's figures beside them.
+    from kdmobile.tasks.email.pipeline import teacher_logits_of
+
+    final = {}
+    for name in ("heldout", "heldout_c"):
+        ev = demo["ctx"].state["evals"][name]
+        t_in = tuple(torch.as_tensor(t) for t in ev["teacher"])
+        t_z = demo["t_dev"] if name == "heldout" else teacher_logits_of(teacher, t_in)
+        acceptable = np.zeros((len(ev["acceptable"]), t_z.shape[1] - 1), dtype=bool)
+        for i, cols in enumerate(ev["acceptable"]):
+            acceptable[i, cols] = True
+        s_in = (remap[t_in[0]] if remap is not None else t_in[0], t_in[1])
+        final[name] = {
+            "student": scores(logits_of(student, *s_in), t_z, acceptable),
+            "teacher": scores(t_z, t_z, acceptable),
+        }
+        f = final[name]
+        f["retention"] = {k: f["student"][k] / f["teacher"][k] for k in ("top1", "recall_at_3")}
+        log(f"pruned_student: {name}: top-1 {f['student']['top1']:.1%} (teacher {f['teacher']['top1']:.1%}), "
+            f"recall@3 {f['student']['recall_at_3']:.1%} (teacher {f['teacher']['recall_at_3']:.1%}), "
+            f"agreement {f['student']['agreement']:.1%}")  # fmt: skip
+    tag = f"{args.keep.replace(',', '')}-v{args.min_count}"
+    out = workdir / "pruned_student"
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    from kdmobile.io import unshared
+
+    state = {k: v.contiguous() for k, v in unshared(student.state_dict()).items()}
+    if remap is not None:
+        state["_remap"] = remap
+    save_file(state, str(out / f"student-{tag}.safetensors"))
     result = {
+        "final": final,
         "settings": vars(args),
         "params": n_params,
         "table_params": n_table,
