@@ -68,6 +68,63 @@ def prune_vocab(student: Any, ids: Any, min_count: int, unk_id: int) -> tuple[An
     return student, remap
 
 
+def exportable(student: Any, scale: float, remap: Any = None) -> Any:
+    """The act student as one ``(input_ids, attention_mask) -> logits[B, 55]`` module for the exporters:
+    the teacher's WordPiece ids in (remapped inside when the vocabulary was pruned), masked mean pooling
+    over every position (the training model trims padding to the longest row, a data-dependent width
+    ``torch.export`` refuses), then the act dual-encoder head."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class ActStudent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = student.encoder
+            w = torch.cat([student.acts.detach(), student.none.detach()[None]])
+            self.register_buffer("acts", F.normalize(w, dim=-1))
+            self.register_buffer("none_bias", student.none_bias.detach().reshape(1))
+            self.register_buffer(
+                "remap", remap.to(torch.int32) if remap is not None else torch.zeros(0, dtype=torch.int32)
+            )
+            self.scale = float(scale)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            if self.remap.numel():
+                input_ids = self.remap[input_ids].to(torch.int64)
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            z = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
+            logits = self.scale * z @ self.acts.T
+            return torch.cat([logits[:, :-1], logits[:, -1:] + self.none_bias], 1)
+
+    return ActStudent().eval()
+
+
+def load_student(path: str | Path, teacher_path: str | Path) -> tuple[Any, Any]:
+    """``(exportable module, tokenizer)`` of a student saved by :func:`run`: the teacher's architecture
+    rebuilt with the saved number of layers and vocabulary, then the saved weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    from kdmobile.tasks.email.teacher import load_act_teacher
+
+    state = load_file(str(path))
+    teacher, tok, run_cfg = load_act_teacher(teacher_path)
+    n_layers = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("encoder.encoder.layer."))
+    student = prune_layers(teacher, list(range(n_layers)))
+    remap = state.pop("_remap", None)
+    rows = state["encoder.embeddings.word_embeddings.weight"].shape[0]
+    table = student.encoder.embeddings.word_embeddings
+    if rows != table.num_embeddings:
+        student.encoder.embeddings.word_embeddings = torch.nn.Embedding(
+            rows, table.embedding_dim, padding_idx=table.padding_idx
+        )
+        student.encoder.config.vocab_size = rows
+    student.load_state_dict(state)
+    return exportable(student.eval(), run_cfg.scale, remap), tok
+
+
 def logits_of(model: Any, ids: Any, mask: Any, batch: int = 64) -> np.ndarray:
     import torch
 
