@@ -71,3 +71,39 @@ def test_vocabulary_pruning_keeps_seen_rows_and_maps_the_rest_to_unk():
         torch.testing.assert_close(student.eval()(remap[ids], mask), teacher(ids, mask))
     unseen = 1150
     assert unseen not in ids and remap[unseen] == remap[100] == 100
+
+
+class ActLike(Pooled):
+    """The act teacher's head: cosine to act vectors (+ a `none` direction with its bias), padding trimmed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acts = nn.Parameter(torch.randn(4, 32))
+        self.none = nn.Parameter(torch.randn(32))
+        self.none_bias = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        width = int(mask.sum(1).max())  # what the training model does: a data-dependent width
+        ids, mask = ids[:, :width], mask[:, :width]
+        h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).float()
+        z = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+        w = torch.nn.functional.normalize(torch.cat([self.acts, self.none[None]]), dim=-1)
+        logits = 20.0 * z @ w.T
+        return torch.cat([logits[:, :-1], logits[:, -1:] + self.none_bias], 1)
+
+
+def test_the_exportable_student_gives_the_training_logits_and_exports():
+    from kdmobile.tasks.email.pruned_student import exportable
+
+    torch.manual_seed(0)
+    ids, mask = _inputs()
+    mask[1, 6:] = 0  # padded rows: the training model trims, the exportable one masks every position
+    ids[1, 6:] = 0
+    student, remap = prune_vocab(prune_layers(ActLike().eval(), [0, 3]), ids, min_count=1, unk_id=100)
+    model = exportable(student, 20.0, remap)
+    with torch.no_grad():
+        expected = torch.cat([student(remap[ids[i : i + 1]], mask[i : i + 1]) for i in range(len(ids))])
+        torch.testing.assert_close(model(ids, mask), expected, atol=1e-5, rtol=1e-5)  # teacher ids in
+    program = torch.export.export(model, (ids[:1], mask[:1]))
+    torch.testing.assert_close(program.module()(ids[1:2], mask[1:2]), expected[1:2], atol=1e-5, rtol=1e-5)
