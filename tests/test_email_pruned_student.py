@@ -107,3 +107,19 @@ def test_the_exportable_student_gives_the_training_logits_and_exports():
         torch.testing.assert_close(model(ids, mask), expected, atol=1e-5, rtol=1e-5)  # teacher ids in
     program = torch.export.export(model, (ids[:1], mask[:1]))
     torch.testing.assert_close(program.module()(ids[1:2], mask[1:2]), expected[1:2], atol=1e-5, rtol=1e-5)
+
+
+def test_a_saved_student_rebuilds_from_the_teacher_with_its_layers_vocabulary_and_weights():
+    from kdmobile.tasks.email.pruned_student import rebuild
+
+    torch.manual_seed(0)
+    teacher = ActLike().eval()
+    ids, mask = _inputs()
+    student, remap = prune_vocab(prune_layers(teacher, [1, 2]), ids, min_count=1, unk_id=100)
+    with torch.no_grad():
+        student.acts.add_(1.0)  # trained weights differ from the teacher's
+    state = {k: v.clone() for k, v in student.state_dict().items()} | {"_remap": remap}
+    again, remap2 = rebuild(state, teacher)
+    assert torch.equal(remap2, remap) and len(again.encoder.encoder.layer) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(remap[ids], mask), student.eval()(remap[ids], mask))
