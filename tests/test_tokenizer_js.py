@@ -175,45 +175,33 @@ def test_node_tokenizer_matches_python(vectors_path: Path) -> None:
 
 
 @pytest.mark.browser
-def test_browser_tokenizer_matches_python(vectors_path: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
+def test_browser_tokenizer_matches_python(vectors_path: Path) -> None:
+    from kdmobile.harness.browser import chromium_context
     from kdmobile.serve import serving
 
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian chromium is needed for browser tests (`make setup` installs it)"
+    assert shutil.which("chromium"), "Debian chromium is needed for browser tests (`make setup` installs it)"
     data = json.loads(vectors_path.read_text())
     for cfg in data["configs"]:  # ids only: the features would triple what crosses into the page
         cfg["expected"] = [{"ids": e["ids"]} for e in cfg["expected"]]
-    with serving(DEMO) as url, sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "profile"),
-            executable_path=chromium,
-            headless=True,
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
-        try:
-            page = ctx.new_page()
-            page.goto(url + "/tokenizer.js")  # same origin, so the module import below is allowed
-            mismatches = page.evaluate(
-                """async (data) => {
-                    const tok = await import('/tokenizer.js');
-                    const bad = [];
-                    data.configs.forEach((cfg) => {
-                        const config = JSON.parse(cfg.tokenizer_json);
-                        data.cases.forEach((c, i) => {
-                            const got = tok.encode(c.text, config);
-                            const want = cfg.expected[i].ids;
-                            if (got.length !== want.length || got.some((v, j) => v !== want[j]))
-                                bad.push(cfg.name + ' / ' + c.name);
-                        });
+    with serving(DEMO) as url, chromium_context() as ctx:
+        page = ctx.new_page()
+        page.goto(url + "/tokenizer.js")  # same origin, so the module import below is allowed
+        mismatches = page.evaluate(
+            """async (data) => {
+                const tok = await import('/tokenizer.js');
+                const bad = [];
+                data.configs.forEach((cfg) => {
+                    const config = JSON.parse(cfg.tokenizer_json);
+                    data.cases.forEach((c, i) => {
+                        const got = tok.encode(c.text, config);
+                        const want = cfg.expected[i].ids;
+                        if (got.length !== want.length || got.some((v, j) => v !== want[j]))
+                            bad.push(cfg.name + ' / ' + c.name);
                     });
-                    return {bad, checked: data.configs.length * data.cases.length};
-                }""",
-                data,
-            )
-        finally:
-            ctx.close()
+                });
+                return {bad, checked: data.configs.length * data.cases.length};
+            }""",
+            data,
+        )
     assert mismatches["checked"] == len(data["configs"]) * len(data["cases"])
     assert mismatches["bad"] == [], f"browser ids differ from Python for: {mismatches['bad'][:20]}"

@@ -297,43 +297,31 @@ def test_a_tokenizer_that_is_not_bert_uncased_is_refused() -> None:
 
 
 @pytest.mark.browser
-def test_browser_wordpiece_matches_python(vectors_path: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
+def test_browser_wordpiece_matches_python(vectors_path: Path) -> None:
+    from kdmobile.harness.browser import chromium_context
     from kdmobile.serve import serving
 
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian chromium is needed for browser tests (`make setup` installs it)"
+    assert shutil.which("chromium"), "Debian chromium is needed for browser tests (`make setup` installs it)"
     data = json.loads(vectors_path.read_text())
-    with serving(DEMO) as url, sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "profile"),
-            executable_path=chromium,
-            headless=True,
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
-        try:
-            page = ctx.new_page()
-            page.goto(url + "/wordpiece.js")  # same origin, so the module import below is allowed
-            result = page.evaluate(
-                """async (data) => {
-                    const wp = await import('/wordpiece.js');
-                    const cfg = data.config;
-                    const bad = [];
-                    for (const c of data.cases) {
-                        const got = wp.encode(c.text, cfg, c.max_len);
-                        const n = c.ids.length;
-                        const ok = got.ids.length === c.max_len
-                            && got.ids.every((v, j) => v === (j < n ? c.ids[j] : cfg.pad_id))
-                            && got.mask.every((v, j) => v === (j < n ? 1 : 0));
-                        if (!ok) bad.push(c.name);
-                    }
-                    return {bad, checked: data.cases.length};
-                }""",
-                data,
-            )
-        finally:
-            ctx.close()
+    with serving(DEMO) as url, chromium_context() as ctx:
+        page = ctx.new_page()
+        page.goto(url + "/wordpiece.js")  # same origin, so the module import below is allowed
+        result = page.evaluate(
+            """async (data) => {
+                const wp = await import('/wordpiece.js');
+                const cfg = data.config;
+                const bad = [];
+                for (const c of data.cases) {
+                    const got = wp.encode(c.text, cfg, c.max_len);
+                    const n = c.ids.length;
+                    const ok = got.ids.length === c.max_len
+                        && got.ids.every((v, j) => v === (j < n ? c.ids[j] : cfg.pad_id))
+                        && got.mask.every((v, j) => v === (j < n ? 1 : 0));
+                    if (!ok) bad.push(c.name);
+                }
+                return {bad, checked: data.cases.length};
+            }""",
+            data,
+        )
     assert result["checked"] == len(data["cases"])
     assert result["bad"] == [], f"browser ids differ from Python for: {result['bad'][:20]}"

@@ -169,10 +169,9 @@ def logits_of(model: Any, ids: Any, mask: Any, batch: int = 64) -> np.ndarray:
 
 def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
     import torch
-    import torch.nn.functional as F
 
     from kdmobile.tasks.email.teacher import load_act_teacher
-    from kdmobile.tasks.email.wp_student import load_demo, scores
+    from kdmobile.tasks.email.wp_student import kd_loss, load_demo, scores
 
     torch.manual_seed(args.seed)
     demo = load_demo(workdir)
@@ -222,11 +221,7 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
             m = mask[idx]
             w = int(m.sum(1).max())
             z = student(ids[idx][:, :w], m[:, :w])
-            kl = F.kl_div(F.log_softmax(z / args.T, -1), F.log_softmax(target[idx] / args.T, -1),
-                          log_target=True, reduction="batchmean") * args.T**2  # fmt: skip
-            y = labels[idx]
-            ce = F.cross_entropy(z[y >= 0], y[y >= 0]) if bool((y >= 0).any()) else z.sum() * 0
-            loss = (1 - args.alpha) * kl + args.alpha * ce
+            loss = kd_loss(z, target[idx], labels[idx], args.T, args.alpha)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
