@@ -202,6 +202,9 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
     log(f"pruned_student: before training: dev top-1 {start['top1']:.1%} agreement {start['agreement']:.1%}")
 
     order = torch.argsort(mask.sum(1), stable=True)  # batches of similar length
+    if args.labels_only:  # the control: the same start, the labelled rows only, cross-entropy only
+        order = order[labels[order] >= 0]
+        args.alpha = 1.0
     batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     if args.rows:
         batches = batches[:: max(1, len(batches) * args.batch_size // args.rows)]
@@ -256,8 +259,10 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
         log(f"pruned_student: {name}: top-1 {f['student']['top1']:.1%} (teacher {f['teacher']['top1']:.1%}), "
             f"recall@3 {f['student']['recall_at_3']:.1%} (teacher {f['teacher']['recall_at_3']:.1%}), "
             f"agreement {f['student']['agreement']:.1%}")  # fmt: skip
-    tag = f"{args.keep.replace(',', '')}-v{args.min_count}" + (
-        f"-from-{Path(args.init).stem}" if args.init else ""
+    tag = (
+        f"{args.keep.replace(',', '')}-v{args.min_count}"
+        + ("-labels" if args.labels_only else "")
+        + (f"-from-{Path(args.init).stem}" if args.init else "")
     )
     out = workdir / "pruned_student"
     out.mkdir(parents=True, exist_ok=True)
@@ -296,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path("build"), help="the make demo workdir")
     ap.add_argument("--keep", default="0,2,4", help="teacher layers the student keeps, comma-separated")
     ap.add_argument("--init", type=Path, default=None, help="a student saved by an earlier run to train on")
+    ap.add_argument(
+        "--labels-only", action="store_true", help="train on the labelled rows' hard labels only (no KD)"
+    )
     ap.add_argument("--train-acts", action="store_true", help="also train the act vectors of the head")
     for name, kind, default in (("min-count", int, 0), ("epochs", int, 1), ("lr", float, 1e-4),
                                 ("batch-size", int, 32), ("alpha", float, 0.1), ("T", float, 1.0),
