@@ -20,7 +20,7 @@ exportable ``(input_ids, attention_mask) -> logits`` module, the vocabulary rema
 
 Measured on 2026-12-02 (the teacher, transfer rows and cached logits of a clean-clone ``make demo`` of commit
 fa8b769; one epoch over the 50,546 transfer rows, batch 32, lr 1e-4, T 1, alpha 0.1; 2 threads on the
-shared 2-core machine with a test run beside it, 35-48 min per epoch). Agreement is with the teacher's top
+shared 2-core machine: 14.4 min per epoch when otherwise quiet, up to 48 min beside a test run). Agreement is with the teacher's top
 act; heldout_c was never used for a choice (the layers and the runs were chosen on dev):
 
 | student | params | dev top-1 | dev R@3 | dev agreement | heldout_c top-1 | heldout_c R@3 | heldout_c agreement |
@@ -40,10 +40,11 @@ after the second epoch dev 1.00 / 0.99, heldout_c 0.94 / 0.97. Agreement does no
 epoch (dev every quarter: 61.6, 65.3, 63.7, 64.4%): about 65% is where this student and these 50,546
 transfer rows stop. A fourth layer (0,2,4,5) adds about 3 points (dev 68.1%, heldout_c 67.1%; retention
 dev 1.02 / 0.99, heldout_c 0.94 / 0.97); its second epoch moves dev agreement down (66.9%) and heldout_c
-up (69.1%), noise of about one email in a hundred either way. Distillation is what makes this student: from the same start, hard labels alone give
-7.3 / 10.8 points less top-1 (dev / heldout_c) and 20.6 / 21.0 points less agreement (one seed each). It
-is the most faithful student measured so far (+17 points of dev agreement over the n-gram student, +8 on
-heldout_c), but still short of the 70% goal, and 8x the n-gram student's parameters. Agreement was still
+up (69.1%), noise of about one email in a hundred either way. Distillation is what makes this student:
+from the same start, hard labels alone give 7.3 / 10.8 points less top-1 (dev / heldout_c) and 20.6 /
+21.0 points less agreement (one seed each). The 3-layer student has +17 points of dev agreement over the
+n-gram student (+8 on heldout_c), the 4-layer one +20 (+12): the most faithful students measured so far,
+still short of the 70% goal, at 8-10x the n-gram student's parameters. The 3-layer agreement was still
 rising at the end of the epoch (dev, every quarter: 55.9, 60.3, 64.1, 65.3%); the full-vocabulary run
 peaked at 66.9% at 2/3 of its epoch. Before training, with the layers dropped, agreement is 20-26%
 (layers 1,3,5: 25.9%; 0,2,4: 23.8%; 4,5: 19.7%; 0,1: 7.2%). The vocabulary cut keeps 8,931 of the 30,522 rows:
