@@ -13,10 +13,8 @@ so ``node --test tests/js/`` can be rerun by hand.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -153,23 +151,12 @@ def test_vectors_cover_what_the_issue_lists(vectors_path: Path) -> None:
     assert 0 not in default["expected"][idx]["ids"]
 
 
-def test_node_tokenizer_matches_python(vectors_path: Path) -> None:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail(
-            "node is not installed: `apt-get install nodejs` (the demo's tokenizer is tested in node)"
-        )
-    env = {**os.environ, "KDMOBILE_TOKENIZER_VECTORS": str(vectors_path)}
-    proc = subprocess.run(
-        [node, "--test", "--test-reporter=tap", str(REPO / "tests" / "js" / "tokenizer.test.mjs")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+def test_node_tokenizer_matches_python(vectors_path: Path, node_test) -> None:
+    out = node_test(
+        REPO / "tests" / "js" / "tokenizer.test.mjs",
+        {"KDMOBILE_TOKENIZER_VECTORS": str(vectors_path)},
+        passed=3,
     )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
-    assert "# fail 0" in out and "# pass 3" in out, out[-3000:]
     n = len(json.loads(vectors_path.read_text())["cases"]) * len(CONFIGS)
     assert f"# tokenizer vectors checked: {n}" in out, out[-3000:]
 
