@@ -223,7 +223,7 @@ def export_one(
 
 def _short(reason: str | None, limit: int = 160) -> str:
     """The first line of a failure reason, cut to ``limit`` characters."""
-    line = (reason or "no reason given").strip().splitlines()[0] if reason else "no reason given"
+    line = reason.strip().splitlines()[0] if reason and reason.strip() else "no reason given"
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -181,8 +181,9 @@ def logits_of(model: Any, ids: Any, mask: Any, batch: int = 64) -> np.ndarray:
 def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
     import torch
 
+    from kdmobile.distill.losses import KDLoss
     from kdmobile.tasks.email.teacher import load_act_teacher
-    from kdmobile.tasks.email.wp_student import kd_loss, load_demo, scores
+    from kdmobile.tasks.email.wp_student import load_demo, scores
 
     torch.manual_seed(args.seed)
     demo = load_demo(workdir)
@@ -219,6 +220,7 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
     batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     if args.rows:
         batches = batches[:: max(1, len(batches) * args.batch_size // args.rows)]
+    kd = KDLoss(temperature=args.T, alpha=args.alpha)  # the engine's Hinton et al. loss, CE on labelled rows
     steps = args.epochs * len(batches)
     opt = torch.optim.AdamW(
         [p for p in student.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01
@@ -235,7 +237,7 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
             m = mask[idx]
             w = int(m.sum(1).max())
             z = student(ids[idx][:, :w], m[:, :w])
-            loss = kd_loss(z, target[idx], labels[idx], args.T, args.alpha)
+            loss = kd(z, target[idx], labels[idx])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

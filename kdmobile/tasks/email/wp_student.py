@@ -113,18 +113,6 @@ def agreement_by_margin(
             for c in cuts]  # fmt: skip
 
 
-def kd_loss(z: Any, target: Any, y: Any, T: float, alpha: float) -> Any:
-    """``(1 - alpha) * T^2 * KL(teacher || student)`` at temperature ``T`` + ``alpha`` x cross-entropy on the
-    rows with a label (``y >= 0``; unlabelled transfer rows have -1)."""
-    import torch.nn.functional as F
-
-    kl = F.kl_div(
-        F.log_softmax(z / T, -1), F.log_softmax(target / T, -1), log_target=True, reduction="batchmean"
-    )
-    ce = F.cross_entropy(z[y >= 0], y[y >= 0]) if bool((y >= 0).any()) else z.sum() * 0
-    return (1 - alpha) * kl * T**2 + alpha * ce
-
-
 def logits_of(model: Any, ids: Any, batch: int = 64) -> np.ndarray:
     import torch
 
@@ -185,9 +173,11 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from kdmobile.checkpoint import load_checkpoint
+    from kdmobile.distill.losses import KDLoss
     from kdmobile.tasks.email import pipeline as P
 
     torch.manual_seed(args.seed)
+    kd = KDLoss(temperature=args.T, alpha=args.alpha)  # the engine's Hinton et al. loss, CE on labelled rows
     demo = load_demo(workdir)
     ctx, email, teachers = demo["ctx"], demo["email"], [demo["teacher_path"]]
     ids, labels, target = demo["inputs"][0], demo["labels"], demo["target"]
@@ -218,7 +208,7 @@ def run(workdir: Path, args: argparse.Namespace, log=print) -> dict[str, Any]:
             idx = batches[bi]
             b = ids[idx]
             z = model(b[:, : int((b != 0).sum(1).max())])
-            loss = kd_loss(z, target[idx], labels[idx], args.T, args.alpha)
+            loss = kd(z, target[idx], labels[idx])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
