@@ -105,32 +105,27 @@ def prune_vocab(student: Any, ids: Any, min_count: int, unk_id: int) -> tuple[An
 
 def exportable(student: Any, scale: float, remap: Any = None) -> Any:
     """The act student as one ``(input_ids, attention_mask) -> logits[B, 55]`` module for the exporters:
-    the teacher's WordPiece ids in (remapped inside when the vocabulary was pruned), masked mean pooling
-    over every position (the training model trims padding to the longest row, a data-dependent width
-    ``torch.export`` refuses), then the act dual-encoder head."""
+    the teacher's WordPiece ids in (remapped inside when the vocabulary was pruned), then the zoo's
+    :class:`~kdmobile.zoo.nets.SentenceEncoder` (masked mean pooling over every position, cosine to the act
+    vectors and the ``none`` direction: the training model trims padding to the longest row, a
+    data-dependent width ``torch.export`` refuses), then ``none``'s bias."""
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
-    class ActStudent(nn.Module):
+    from kdmobile.zoo.nets import SentenceEncoder
+
+    class ActStudent(SentenceEncoder):
         def __init__(self) -> None:
-            super().__init__()
-            self.encoder = student.encoder
-            w = torch.cat([student.acts.detach(), student.none.detach()[None]])
-            self.register_buffer("acts", F.normalize(w, dim=-1))
+            outputs = torch.cat([student.acts.detach(), student.none.detach()[None]])
+            super().__init__(student.encoder, outputs, scale)
             self.register_buffer("none_bias", student.none_bias.detach().reshape(1))
             self.register_buffer(
                 "remap", remap.to(torch.int32) if remap is not None else torch.zeros(0, dtype=torch.int32)
             )
-            self.scale = float(scale)
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             if self.remap.numel():
                 input_ids = self.remap[input_ids].to(torch.int64)
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            z = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
-            logits = self.scale * z @ self.acts.T
+            logits = super().forward(input_ids, attention_mask)
             return torch.cat([logits[:, :-1], logits[:, -1:] + self.none_bias], 1)
 
     return ActStudent().eval()
