@@ -232,7 +232,7 @@ def test_config_is_read_from_the_tokenizer(tokenizer, config) -> None:
     assert dict(map(tuple, chars["map"]))[ord("É")] == "e"
 
 
-def test_vectors_cover_what_the_brief_lists(vectors_path: Path) -> None:
+def test_vectors_cover_every_kind_of_text(vectors_path: Path) -> None:
     cases = json.loads(vectors_path.read_text())["cases"]
     names = {c["name"] for c in cases}
     assert set(EDGE) <= names
